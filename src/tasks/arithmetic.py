@@ -1,0 +1,109 @@
+"""The built-in task: multi-digit addition solved with long chain-of-thought traces.
+
+Difficulty level = digits per operand. Traces work digit by digit with carries, then
+repeat redundant re-check passes and sometimes make an error and correct it, so one
+problem's traces vary a lot in length (what the length reward and long2short act on).
+The final answer is written ``\\boxed{N}``; ``verify`` extracts the last one.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+from kimi_rl.tasks.base import Problem
+
+BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def _space(level: int) -> tuple[int, int]:
+    """Range [lo, hi] of operands with exactly ``level`` digits (1-digit includes 0)."""
+    return (0 if level == 1 else 10 ** (level - 1), 10**level - 1)
+
+
+def make_problems(
+    levels: list[int], train_per_level: int, heldout_per_level: int, seed: int
+) -> tuple[list[Problem], list[Problem]]:
+    """Deterministic, disjoint train and held-out problems for each level.
+
+    A level's space holds ``(hi - lo + 1)^2`` ordered pairs; at most a fifth of a small
+    space is held out, and train takes at most the rest.
+    """
+    train: list[Problem] = []
+    heldout: list[Problem] = []
+    for level in levels:
+        rng = random.Random(f"arith-{seed}-{level}")
+        lo, hi = _space(level)
+        size = (hi - lo + 1) ** 2
+        n_held = min(heldout_per_level, size // 5)
+        n_train = min(train_per_level, size - n_held)
+        if n_held + n_train == size:  # small space: shuffle all pairs
+            pairs = [(a, b) for a in range(lo, hi + 1) for b in range(lo, hi + 1)]
+            rng.shuffle(pairs)
+        else:
+            seen: set[tuple[int, int]] = set()
+            pairs = []
+            while len(pairs) < n_held + n_train:
+                p = (rng.randint(lo, hi), rng.randint(lo, hi))
+                if p not in seen:
+                    seen.add(p)
+                    pairs.append(p)
+        for i, (a, b) in enumerate(pairs[: n_held + n_train]):
+            prob = Problem(uid=f"L{level}-{a}+{b}", question=f"{a}+{b}=", answer=str(a + b), difficulty=level)
+            (heldout if i < n_held else train).append(prob)
+    return train, heldout
+
+
+def _digit_steps(a: int, b: int) -> list[tuple[int, int, int, int]]:
+    """Column steps from the right: (digit a, digit b, carry in, column sum)."""
+    steps = []
+    carry = 0
+    while a or b or not steps:
+        da, db = a % 10, b % 10
+        s = da + db + carry
+        steps.append((da, db, carry, s))
+        carry = s // 10
+        a, b = a // 10, b // 10
+    return steps
+
+
+def _step_text(da: int, db: int, cin: int, s: int) -> str:
+    lhs = f"{da}+{db}" + (f"+{cin}" if cin else "")
+    return f"{lhs}={s}"
+
+
+def make_trace(question: str, rng: random.Random, max_rechecks: int, correction_prob: float) -> str:
+    """A long-CoT solution of ``a+b=``: column sums, optional error-then-correction,
+    0..max_rechecks redundant check passes, and the boxed answer.
+
+    >>> make_trace("7+5=", random.Random(0), 0, 0.0)
+    '7+5=12 c1\\nans 12\\n\\\\boxed{12}'
+    """
+    a, b = (int(x) for x in question.rstrip("=").split("+"))
+    steps = _digit_steps(a, b)
+    lines = []
+    for da, db, cin, s in steps:
+        if rng.random() < correction_prob:
+            wrong = s + rng.choice((-1, 1)) if s > 0 else s + 1
+            lines.append(f"{_step_text(da, db, cin, wrong)} no")
+        lines.append(f"{_step_text(da, db, cin, s)} c{s // 10}")
+    total = a + b
+    lines.append(f"ans {total}")
+    for _ in range(rng.randint(0, max_rechecks)):
+        lines.append("check")
+        lines.extend(f"{_step_text(da, db, cin, s)} ok" for da, db, cin, s in steps)
+    lines.append(f"\\boxed{{{total}}}")
+    return "\n".join(lines)
+
+
+def extract_answer(response: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` in ``response``, or None."""
+    found = BOXED.findall(response)
+    return found[-1].strip() if found else None
+
+
+def verify(response: str, answer: str) -> float:
+    """1.0 when the last boxed answer equals the reference as an integer, else 0.0."""
+    got = extract_answer(response)
+    if got is None or not re.fullmatch(r"-?\d+", got):
+        return 0.0
+    return 1.0 if int(got) == int(answer) else 0.0

@@ -1,0 +1,18 @@
+"""What every task provides: problems with a reference answer, a difficulty, and a verifier."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One prompt of the RL data. ``uid`` is stable across runs (sampler state keys on it)."""
+
+    uid: str
+    question: str
+    answer: str
+    """Reference answer text (a number, LaTeX, ...); task-specific data goes in ``meta``."""
+    difficulty: int = 1
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    """Task-specific extras, e.g. a code problem's test cases and limits."""
