@@ -135,10 +135,8 @@ class SFTConfig:
     """Run the long-CoT SFT warm-up before RL (a cached result is reused when its config matches)."""
     max_steps: int = 450
     """Optimizer steps of the warm-up."""
-    batch_size: int = 48
-    """Packed sequences per step."""
-    seq_len: int = 192
-    """Tokens per packed sequence."""
+    tokens_per_step: int = 9216
+    """Token budget of one step's batch (examples are bucketed by length, so little is padding)."""
     lr: float = 2e-3
     """Peak learning rate (linear warm-up, cosine decay to 10%)."""
     warmup_steps: int = 30
@@ -152,7 +150,7 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_steps > 0, "sft.max_steps", "must be positive")
-        _check(self.batch_size > 0 and self.seq_len > 8, "sft.batch_size", "batch_size > 0 and seq_len > 8")
+        _check(self.tokens_per_step >= 64, "sft.tokens_per_step", "must be >= 64")
         _check(self.lr > 0, "sft.lr", "must be positive")
 
 

@@ -1,0 +1,54 @@
+"""The ``kimi-rl`` command: ``kimi-rl <command> [group=name] [section.key=value] ...``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kimi_rl.config import ConfigError
+
+COMMANDS = {
+    "sft": "long-CoT SFT warm-up, then held-out accuracy per level",
+    "train": "SFT warm-up (cached) then RL; held-out accuracy before and after",
+    "eval": "evaluate model folders on a dataset",
+}
+
+
+def cmd_sft(overrides: list[str]) -> int:
+    from kimi_rl.config_loader import load_config
+    from kimi_rl.evaluate import format_table
+    from kimi_rl.pipeline import base_model, evaluate_folder, log, prepare, run_sft, write_eval
+
+    cfg = load_config(overrides)
+    paths, task = prepare(cfg)
+    model_dir = run_sft(cfg, paths, task, base_model(cfg, paths))
+    from kimi_rl.runs import is_rank_zero
+
+    if is_rank_zero():
+        res = {"sft": evaluate_folder(cfg, model_dir, task, "sft")}
+        write_eval(paths, res, "eval_sft.json")
+        log(f"held-out accuracy (pass@1 over {cfg.eval.samples} samples, T={cfg.eval.temperature}):\n"
+            + format_table(res))
+        log(f"SFT model: {model_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kimi-rl",
+        description="Kimi k1.5 RL recipe on Lightning. Overrides: group=name or section.key=value.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {k:<10} {v}" for k, v in COMMANDS.items()),
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("overrides", nargs="*", help="config overrides")
+    args = parser.parse_args(argv)
+    handlers = {"sft": cmd_sft}
+    try:
+        return handlers[args.command](args.overrides)
+    except ConfigError as e:
+        print(f"kimi-rl: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

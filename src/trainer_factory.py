@@ -1,0 +1,53 @@
+"""Build the Lightning Trainer of a stage from ``trainer.*`` config (strategy, threads, logger)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from kimi_rl.config import TrainerConfig
+
+
+def set_threads(cfg: TrainerConfig) -> int:
+    """One process per device shares the cores: ``threads`` or cores // devices."""
+    n = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.devices))
+    torch.set_num_threads(n)
+    return n
+
+
+def build_strategy(cfg: TrainerConfig):
+    if cfg.strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        backend = "nccl" if torch.cuda.is_available() and cfg.accelerator != "cpu" else "gloo"
+        return DDPStrategy(process_group_backend=backend)
+    if cfg.strategy == "fsdp":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return ModelParallelStrategy(data_parallel_size=cfg.devices * cfg.num_nodes, tensor_parallel_size=1)
+    return "auto"
+
+
+def build_trainer(cfg: TrainerConfig, root: Path, stage: str, max_steps: int, callbacks: list,
+                  **kwargs) -> L.Trainer:
+    """A Trainer writing TensorBoard events to ``root/tb/<stage>``."""
+    logger = TensorBoardLogger(save_dir=str(root), name="tb", version=stage, default_hp_metric=False)
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=build_strategy(cfg),
+        precision=cfg.precision,
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=kwargs.pop("enable_checkpointing", False),
+        log_every_n_steps=kwargs.pop("log_every_n_steps", 10),
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        **kwargs,
+    )

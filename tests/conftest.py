@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny configs and model folders built from config (never downloaded)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A freshly initialised 2-layer Qwen2 + character tokenizer HF folder."""
+    from kimi_rl.config import ModelConfig
+    from kimi_rl.modeling import build_tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    return build_tiny_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2,
+                                        intermediate_size=128, max_position_embeddings=512), folder)

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from kimi_rl.config import Config, ConfigError
+from kimi_rl.config_loader import compose, default_conf_dir, load_config, save_config
+
+CONF = default_conf_dir()
+
+
+def test_defaults_compose_to_typed_config():
+    cfg = load_config([])
+    assert isinstance(cfg, Config)
+    assert cfg.algo.loss == "mirror_descent"
+    assert cfg.model.path is None and cfg.data.source == "arithmetic"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CONF.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_group_file_loads(path: Path):
+    cfg = load_config([f"{path.parent.name}={path.stem}"])
+    assert isinstance(cfg, Config)
+
+
+def test_group_choice_and_key_override():
+    cfg = load_config(["algo=grpo", "algo.clip_eps=0.3", "data.levels=[2,3]", "rollout.engine=hf"])
+    assert (cfg.algo.loss, cfg.algo.clip_eps, cfg.data.levels, cfg.rollout.engine) == ("grpo", 0.3, [2, 3], "hf")
+
+
+def test_every_key_in_yaml_is_documented_in_config():
+    """conf/config.yaml keys exist in the dataclasses (a typo would fail here, not hours in)."""
+    compose([])  # merging into the structured config rejects unknown keys
+
+
+def test_unknown_key_names_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'model.hiden_size'.*model.hidden_size"):
+        load_config(["model.hiden_size=3"])
+
+
+def test_unknown_section():
+    with pytest.raises(ConfigError, match="unknown key 'modle"):
+        load_config(["modle.x=1"])
+
+
+def test_bad_type_names_key_and_type():
+    with pytest.raises(ConfigError, match=r"sft.max_steps.*Integer"):
+        load_config(["sft.max_steps=many"])
+
+
+def test_bad_value_names_key():
+    with pytest.raises(ConfigError, match="algo.baseline"):
+        load_config(["algo.baseline=median"])
+    with pytest.raises(ConfigError, match="rollout.segment_tokens.*larger"):
+        load_config(["rollout.segment_tokens=999", "rollout.max_response_tokens=100"])
+    with pytest.raises(ConfigError, match="rollout.segment_tokens.*positive"):
+        load_config(["rollout.segment_tokens=0"])
+
+
+def test_unknown_group_choice_lists_choices():
+    with pytest.raises(ConfigError, match="choices: .*mirror_descent"):
+        load_config(["algo=ppo"])
+
+
+def test_override_without_equals():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(["rl.iterations"])
+
+
+def test_bad_key_in_a_yaml_file_names_the_file(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "x.yaml").write_text("model:\n  widht: 3\n")
+    (tmp_path / "config.yaml").write_text("defaults:\n  - model: x\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: unknown key 'model.widht'"):
+        load_config([], conf_dir=tmp_path)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(["rl.iterations=7"])
+    save_config(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "iterations: 7" in text

@@ -1,0 +1,83 @@
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from kimi_rl.config import ConfigError, DataConfig, SFTConfig, TrainerConfig
+from kimi_rl.modeling import check_model_folder, load_model, load_tokenizer, save_model
+from kimi_rl.sft import SFTDataModule, SFTModule, bucket_batches, collate, response_nll, warmup_cosine
+from kimi_rl.tasks.arithmetic import make_problems
+from kimi_rl.trainer_factory import build_trainer
+
+
+def test_bucket_batches_respect_budget_and_cover_all():
+    lengths = [random.Random(i).randint(5, 100) for i in range(500)]
+    batches = bucket_batches(lengths, 400, random.Random(0), pool=128)
+    seen = sorted(i for b in batches for i in b)
+    assert seen == list(range(500))
+    assert all(len(b) * max(lengths[i] for i in b) <= 400 for b in batches)
+
+
+def test_collate_masks_response_only():
+    b = collate([([1, 5, 6], [7, 2]), ([1, 5], [9, 9, 9, 2])], pad_id=0)
+    assert b["input_ids"].tolist() == [[1, 5, 6, 7, 2, 0], [1, 5, 9, 9, 9, 2]]
+    assert b["loss_mask"].int().tolist() == [[0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]
+
+
+def test_response_nll_on_numbers():
+    # uniform logits over 4 tokens: every token has log-prob -log 4
+    logits = torch.zeros(1, 3, 4)
+    ids = torch.tensor([[1, 2, 3]])
+    mask = torch.tensor([[False, True, True]])
+    assert response_nll(logits, ids, mask).item() == pytest.approx(torch.log(torch.tensor(4.0)).item())
+    # a confident correct prediction of token 3 at the last position lowers the loss
+    logits[0, 1, 3] = 10.0
+    assert response_nll(logits, ids, mask).item() < 1.0
+
+
+def test_warmup_cosine_schedule():
+    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(100, 10, 100) == pytest.approx(0.1)
+    assert warmup_cosine(55, 10, 100) == pytest.approx(0.55)
+
+
+def test_model_folder_errors(tmp_path):
+    with pytest.raises(ConfigError, match="model.path: .*does not exist"):
+        check_model_folder(tmp_path / "nope")
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        check_model_folder(tmp_path / "f.txt")
+    with pytest.raises(ConfigError, match="no config.json"):
+        check_model_folder(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="no .*safetensors"):
+        check_model_folder(tmp_path)
+
+
+def test_sft_through_real_trainer_lowers_loss_and_writes_hf_folder(tiny_model_dir, tmp_path):
+    torch.manual_seed(0)
+    train, _ = make_problems([1, 2], 200, 10, seed=0)
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir)
+    data, sft = DataConfig(levels=[1, 2]), SFTConfig(max_steps=40, tokens_per_step=2048, lr=3e-3, warmup_steps=5)
+    dm = SFTDataModule(train, tok, data, sft, seed=0)
+    batch = next(iter(SFTDataModule(train, tok, data, sft, seed=0).train_dataloader()))
+    with torch.no_grad():
+        before = response_nll(model(input_ids=batch["input_ids"]).logits, batch["input_ids"], batch["loss_mask"]).item()
+    module = SFTModule(model, sft)
+    trainer = build_trainer(TrainerConfig(accelerator="cpu"), tmp_path, "sft", sft.max_steps, [],
+                            log_every_n_steps=5, enable_progress_bar=False)
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 40
+    with torch.no_grad():
+        after = response_nll(module.model(input_ids=batch["input_ids"]).logits, batch["input_ids"], batch["loss_mask"]).item()
+    assert after < before - 1.0, (before, after)
+    out = save_model(module.model, tok, tmp_path / "hf")
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    ref = module.model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in reloaded.state_dict().items())
+    assert list((tmp_path / "tb" / "sft").glob("events.out.tfevents.*"))
