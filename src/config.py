@@ -197,6 +197,10 @@ class AlgoConfig:
         _check(self.updates_per_iteration >= 1, "algo.updates_per_iteration", "must be >= 1")
         _check(self.minibatch_size >= 1, "algo.minibatch_size", "must be >= 1")
         _check(self.len_warmup_iterations >= 0, "algo.len_warmup_iterations", "must be >= 0")
+        _check(self.len_reward_weight >= 0, "algo.len_reward_weight", "must be >= 0")
+        if self.len_schedule == "linear":
+            _check(self.len_ramp_iterations >= 1, "algo.len_ramp_iterations",
+                   "must be >= 1 when algo.len_schedule is 'linear'")
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""Released groups -> right-padded training tensors, and length-bucketed minibatches over them.
+
+Follows the paper's partial rollouts (2.6.2): each token keeps the iteration that sampled it, and a switch
+masks out earlier segments; the bucketing by length is ours (it changes only the padding cost).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Iterator, Optional
+
+import torch
+from torch import Tensor
+
+from kimi_rl.rollout.types import Group, Trajectory
+
+
+@dataclass
+class RolloutBatch:
+    """Finished trajectories as tensors; row i is ``trajectories[i]``, tokens = prompt + response + padding."""
+
+    input_ids: Tensor  # [N, L] long: prompt + response, right-padded with pad_id
+    attention_mask: Tensor  # [N, L] long: 1 on prompt and response tokens
+    loss_mask: Tensor  # [N, L] bool: response tokens that enter the loss
+    logp_old: Tensor  # [N, L] float32: recorded log-prob of input_ids[i, t]; 0 off the response
+    versions: Tensor  # [N, L] long: iteration that sampled input_ids[i, t]; -1 off the response
+    rewards: Tensor  # [N] float32: trajectory.reward
+    group_index: Tensor  # [N] long: group number 0..G-1 in the packed batch (kept as is in slices)
+    prompt_lengths: Tensor  # [N] long
+    response_lengths: Tensor  # [N] long
+    index: Tensor  # [N] long: row in the batch pack_groups built (slices keep it: advantages[slice.index])
+    trajectories: list[Trajectory]
+    iteration: int
+    """The iteration that packed this batch (for staleness statistics)."""
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    def select(self, rows: Tensor) -> RolloutBatch:
+        """Rows ``rows`` ([B] long), with columns trimmed to the longest selected sequence."""
+        width = int((self.prompt_lengths[rows] + self.response_lengths[rows]).max()) if rows.numel() else 0
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                value = value[rows]  # [B] or [B, L]
+                out[f.name] = value[:, :width] if value.dim() == 2 else value  # [B, width]
+        return replace(self, **out, trajectories=[self.trajectories[i] for i in rows.tolist()])
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), Tensor)})
+
+    def stats(self) -> dict[str, float]:
+        """Scalars for logging: loss tokens, and the share of them sampled before this iteration."""
+        in_loss = self.loss_mask.sum()
+        stale = (self.loss_mask & (self.versions < self.iteration)).sum()
+        return {
+            "batch_samples": float(len(self)),
+            "batch_loss_tokens": float(in_loss),
+            "batch_stale_token_frac": float(stale / in_loss) if in_loss > 0 else 0.0,
+            "batch_response_tokens_mean": float(self.response_lengths.float().mean()) if len(self) else 0.0,
+        }
+
+
+def _check(t: Trajectory, current_iteration: int) -> None:
+    where = f"trajectory of group {t.group_id}"
+    if not t.finished:
+        raise ValueError(f"pack_groups: {where} is unfinished; release only finished groups")
+    if not len(t.response_ids) == len(t.logprobs) == len(t.versions):
+        raise ValueError(f"pack_groups: {where} has {len(t.response_ids)} tokens, {len(t.logprobs)} logprobs "
+                         f"and {len(t.versions)} versions; they must be equal")
+    if t.versions and max(t.versions) > current_iteration:
+        raise ValueError(f"pack_groups: {where} has tokens from iteration {max(t.versions)}, after the "
+                         f"current iteration {current_iteration}")
+
+
+def pack_groups(groups: list[Group], pad_id: int, current_iteration: int,
+                loss_on_old_segments: bool) -> RolloutBatch:
+    """All trajectories of ``groups`` (group by group) as one right-padded batch.
+
+    Loss mask of response token t of a trajectory with versions v (paper 2.6.2)::
+
+        loss_mask[t] = 1                          if loss_on_old_segments
+        loss_mask[t] = 1[v_t == max_s v_s]        otherwise (only the last segment trains)
+
+    Prompt and padding positions are never in the loss. No groups give N = L = 0.
+    """
+    rows = [t for g in groups for t in g.trajectories]
+    for t in rows:
+        _check(t, current_iteration)
+    n = len(rows)
+    prompt_lengths = torch.tensor([len(t.prompt_ids) for t in rows], dtype=torch.long)  # [N]
+    response_lengths = torch.tensor([len(t.response_ids) for t in rows], dtype=torch.long)  # [N]
+    width = int((prompt_lengths + response_lengths).max()) if n else 0
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)  # [N, L]
+    logp_old = torch.zeros(n, width, dtype=torch.float32)  # [N, L]
+    versions = torch.full((n, width), -1, dtype=torch.long)  # [N, L]
+    for i, t in enumerate(rows):
+        p, r = len(t.prompt_ids), len(t.response_ids)
+        input_ids[i, :p + r] = torch.tensor(t.prompt_ids + t.response_ids, dtype=torch.long)
+        logp_old[i, p:p + r] = torch.tensor(t.logprobs, dtype=torch.float32)
+        versions[i, p:p + r] = torch.tensor(t.versions, dtype=torch.long)
+    positions = torch.arange(width)  # [L]
+    attention_mask = (positions < (prompt_lengths + response_lengths)[:, None]).long()  # [N, L]
+    response = (positions >= prompt_lengths[:, None]) & attention_mask.bool()  # [N, L]
+    if loss_on_old_segments or width == 0:
+        loss_mask = response  # [N, L]
+    else:
+        last = versions.max(dim=1, keepdim=True).values  # [N, 1]; -1 for an empty response
+        loss_mask = response & (versions == last)  # [N, L]
+    group_index = torch.tensor([gi for gi, g in enumerate(groups) for _ in g.trajectories],
+                               dtype=torch.long)  # [N]
+    return RolloutBatch(
+        input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask, logp_old=logp_old,
+        versions=versions, rewards=torch.tensor([float(t.reward) for t in rows], dtype=torch.float32),
+        group_index=group_index, prompt_lengths=prompt_lengths, response_lengths=response_lengths,
+        index=torch.arange(n), trajectories=rows, iteration=current_iteration,
+    )
+
+
+def minibatches(batch: RolloutBatch, size: int, shuffle_seed: Optional[int]) -> Iterator[RolloutBatch]:
+    """Slices of at most ``size`` rows of similar total length, each trimmed to its own longest row.
+
+    Rows are sorted by prompt + response length (ties broken by a seeded permutation) and cut into
+    consecutive slices; the slices' order is then shuffled with ``shuffle_seed`` (None: shortest
+    first, no randomness). Every row appears in exactly one slice.
+    """
+    if size < 1:
+        raise ValueError(f"minibatches: size must be >= 1, got {size}")
+    n = len(batch)
+    lengths = batch.prompt_lengths + batch.response_lengths  # [N]
+    if shuffle_seed is None:
+        perm = torch.arange(n)  # [N]
+    else:
+        gen = torch.Generator().manual_seed(shuffle_seed)
+        perm = torch.randperm(n, generator=gen)  # [N]
+    order = perm[torch.sort(lengths[perm], stable=True).indices]  # [N] ascending length
+    slices = list(order.split(size)) if n else []
+    if shuffle_seed is not None:
+        slices = [slices[i] for i in torch.randperm(len(slices), generator=gen).tolist()]
+    for rows in slices:
+        yield batch.select(rows)
