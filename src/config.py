@@ -78,6 +78,8 @@ class DataConfig:
     """Problem source: ``arithmetic`` (built-in generator) or ``file`` (``path``)."""
     path: Optional[str] = None
     """JSONL / JSON / Parquet problem file when ``source: file``."""
+    verifier: Optional[str] = None
+    """Reward verifier by name (arithmetic | math | code); null: the source's default."""
     question_field: str = "question"
     """Field holding the problem text in a data file."""
     answer_field: str = "answer"
@@ -114,7 +116,7 @@ class DataConfig:
     """Curriculum stages, easy to hard; empty means one stage over all levels."""
 
     def __post_init__(self) -> None:
-        _one_of(self.source, "data.source", ("arithmetic", "file", "math500", "aime2024", "aime2025"))
+        _one_of(self.source, "data.source", ("arithmetic", "file", "math500", "aime2024", "aime2025", "humaneval"))
         _one_of(self.sampler, "data.sampler",
                 ("uniform", "curriculum", "prioritized", "curriculum_prioritized"))
         _check(0 <= self.priority_floor <= 1, "data.priority_floor", "must be in [0, 1]")

@@ -78,7 +78,9 @@ def merge_models(long_dir: str | Path, short_dir: str | Path, out_dir: str | Pat
     dicts are merged (lm_head included, also for tied models); the tokenizer comes from
     ``long_dir``. Weights keep the long model's stored dtype.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from kimi_rl.modeling import load_tokenizer
 
     long_dir, short_dir, out_dir = Path(long_dir), Path(short_dir), Path(out_dir)
     _check_configs(AutoConfig.from_pretrained(str(long_dir)), AutoConfig.from_pretrained(str(short_dir)),
@@ -89,7 +91,7 @@ def merge_models(long_dir: str | Path, short_dir: str | Path, out_dir: str | Pat
     long_model.load_state_dict(merged, strict=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     long_model.save_pretrained(str(out_dir))
-    AutoTokenizer.from_pretrained(str(long_dir)).save_pretrained(str(out_dir))
+    load_tokenizer(long_dir).save_pretrained(str(out_dir))
     return out_dir
 
 

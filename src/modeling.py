@@ -76,9 +76,12 @@ def check_model_folder(path: str | Path, key: str = "model.path") -> Path:
 
 
 def load_tokenizer(path: str | Path):
+    """The folder's tokenizer; the built-in character tokenizer is loaded as saved (see tokenizer.py)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    from kimi_rl.tokenizer import is_char_tokenizer_folder, load_char_tokenizer
+
+    tok = load_char_tokenizer(path) if is_char_tokenizer_folder(path) else AutoTokenizer.from_pretrained(str(path))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -12,6 +12,22 @@ SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHARS = [c for c in string.printable if c not in "\r\x0b\x0c"]  # 97 chars incl. \t \n space
 
 
+MARKER = "kimi_rl_char_tokenizer"
+
+
+def is_char_tokenizer_folder(folder: Path) -> bool:
+    import json
+
+    cfg = Path(folder) / "tokenizer_config.json"
+    return cfg.is_file() and bool(json.loads(cfg.read_text()).get(MARKER))
+
+
+def load_char_tokenizer(folder: Path):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(folder))
+
+
 def build_char_tokenizer():
     """A ``PreTrainedTokenizerFast`` over ``CHARS`` that prepends ``<bos>``."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -36,6 +52,18 @@ def build_char_tokenizer():
 
 
 def save_char_tokenizer(folder: Path):
+    """Save the tokenizer so that ``AutoTokenizer`` reloads exactly it.
+
+    transformers 5 picks Qwen2Tokenizer for a qwen2 model folder whatever the config says,
+    and its pre-tokenizer drops spaces; ``load_char_tokenizer`` / ``modeling.load_tokenizer``
+    see ``MARKER`` and load the saved tokenizer.json as it is."""
+    import json
+
     tok = build_char_tokenizer()
     tok.save_pretrained(str(folder))
+    cfg_path = Path(folder) / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg[MARKER] = True
+    cfg_path.write_text(json.dumps(cfg, indent=2))
     return tok

