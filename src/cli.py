@@ -10,6 +10,7 @@ COMMANDS = {
     "sft": "long-CoT SFT warm-up, then held-out accuracy per level",
     "train": "SFT warm-up (cached) then RL; held-out accuracy before and after",
     "eval": "evaluate model folders on a dataset",
+    "import-smollm2": "write SmolLM2-135M-Instruct (offline) as an HF folder [OUT=runs/models/smollm2]",
 }
 
 
@@ -32,6 +33,41 @@ def cmd_sft(overrides: list[str]) -> int:
     return 0
 
 
+def cmd_train(overrides: list[str]) -> int:
+    from kimi_rl.config_loader import load_config
+    from kimi_rl.evaluate import format_table
+    from kimi_rl.pipeline import base_model, log, prepare, run_rl, run_sft, write_eval
+
+    cfg = load_config(overrides)
+    paths, task = prepare(cfg)
+    init = run_sft(cfg, paths, task, base_model(cfg, paths))
+    if not cfg.rl.enabled:
+        log(f"rl.enabled is false; the model is {init}")
+        return 0
+    final, results = run_rl(cfg, paths, task, init)
+    if results:
+        named = {f"{k} RL": v for k, v in results.items()}
+        write_eval(paths, named, "eval_rl.json")
+        log(f"held-out pass@1 over {cfg.eval.samples} samples at T={cfg.eval.temperature}, before and after RL:\n"
+            + format_table(named))
+    log(f"final model: {final}\nTensorBoard: make tensorboard (logs in {paths.root / 'tb'})")
+    return 0
+
+
+def cmd_eval(overrides: list[str]) -> int:
+    """``kimi-rl eval [models=NAME:PATH,...] [split=heldout|all] [overrides]`` (see kimi_rl.eval_cmd)."""
+    from kimi_rl.eval_cmd import run_eval
+
+    return run_eval(overrides)
+
+
+def cmd_import_smollm2(overrides: list[str]) -> int:
+    """``kimi-rl import-smollm2 [OUT]``: the folder conf/model/smollm2.yaml points at."""
+    from kimi_rl.import_smollm2 import main as import_main
+
+    return import_main(overrides or ["runs/models/smollm2"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kimi-rl",
@@ -42,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("overrides", nargs="*", help="config overrides")
     args = parser.parse_args(argv)
-    handlers = {"sft": cmd_sft}
+    handlers = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "import-smollm2": cmd_import_smollm2}
     try:
         return handlers[args.command](args.overrides)
     except ConfigError as e:

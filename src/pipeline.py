@@ -10,9 +10,13 @@ from pathlib import Path
 
 from kimi_rl.config import Config
 from kimi_rl.config_loader import save_config
-from kimi_rl.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer, save_model
+from kimi_rl.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer
 from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, mark_done
 from kimi_rl.tasks import TaskData, load_task
+
+
+BASE_FORMAT = 2
+"""Bumped when the built base model's files change (invalidates cached bases and warm-ups)."""
 
 
 def log(msg: str) -> None:
@@ -35,7 +39,7 @@ def base_model(cfg: Config, paths: RunPaths) -> Path:
     """``model.path``, or the tiny model built from ``model.*`` (cached by its config)."""
     if cfg.model.path:
         return check_model_folder(cfg.model.path)
-    folder = paths.base_cache(config_hash(cfg.model, cfg.run.seed))
+    folder = paths.base_cache(config_hash(cfg.model, cfg.run.seed, BASE_FORMAT))
     if not is_done(folder):
         if not is_rank_zero():
             raise RuntimeError(f"{folder} is not ready; rank 0 builds it before launching workers")
@@ -73,8 +77,8 @@ def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
     log(f"SFT warm-up: {cfg.sft.max_steps} steps on {len(task.train)} problems -> {model_dir}")
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)
+    save_policy(module.model, tok, model_dir, trainer.is_global_zero)
     if trainer.is_global_zero:
-        save_model(module.model, tok, model_dir)
         mark_done(out, {"seconds": time.perf_counter() - t0, "steps": trainer.global_step})
     trainer.strategy.barrier()
     log(f"SFT warm-up done in {time.perf_counter() - t0:.0f} s")
@@ -120,3 +124,105 @@ def write_eval(paths: RunPaths, results: dict, filename: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=1))
     return path
+
+
+def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
+    """k1.5 RL from the HF folder ``init_dir``; returns (final model folder, HeldoutEval results)."""
+    import lightning as L
+
+    from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, LengthPenaltySchedule, PartialRollout,
+                                   SampleLogger, WeightSync)
+    from kimi_rl.datamodule import PromptDataModule
+    from kimi_rl.module import KimiRLModule
+    from kimi_rl.prompts import encode_prompts
+    from kimi_rl.rewards import VERIFIERS
+    from kimi_rl.trainer_factory import build_trainer, set_threads
+
+    set_threads(cfg.trainer)
+    L.seed_everything(cfg.run.seed, verbose=False)
+    tok = load_tokenizer(init_dir)
+    verifier = VERIFIERS.get(task.verifier)()
+    heldout = _cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
+    heldout_prompts = encode_prompts(heldout, tok, cfg.data)
+    eval_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
+    longest_prompt = max(len(p) for p in heldout_prompts + encode_prompts(task.train[:2000], tok, cfg.data))
+    max_len = longest_prompt + max(cfg.rollout.max_response_tokens, eval_tokens) + 8
+
+    module = KimiRLModule(load_model(init_dir, cfg.model.dtype), cfg.algo)
+    dm = PromptDataModule(task, tok, cfg.data, cfg.run.seed)
+    rollout = PartialRollout(cfg.rollout, cfg.algo, cfg.model, init_dir, verifier, cfg.run.seed, max_len)
+    callbacks = [
+        LengthPenaltySchedule(cfg.algo.len_reward_weight, cfg.algo.len_warmup_iterations, cfg.algo.len_schedule,
+                              cfg.algo.len_ramp_iterations),
+        rollout,
+        WeightSync(rollout, cfg.rollout.weight_sync),
+        HeldoutEval(rollout, heldout, heldout_prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
+                    eval_tokens, cfg.rl.eval_every),
+        SampleLogger(cfg.rl.sample_log_every),
+        IterationCheckpoint(paths.checkpoints, cfg.rl.checkpoint_every),
+    ]
+    trainer = build_trainer(cfg.trainer, paths.root, "rl", -1, callbacks, max_epochs=1,
+                            limit_train_batches=cfg.rl.iterations, log_every_n_steps=1)
+    log(f"RL: {cfg.rl.iterations} iterations x {cfg.rollout.prompts_per_iteration} prompts x "
+        f"{cfg.rollout.samples_per_prompt} samples, loss {cfg.algo.loss}, engine {cfg.rollout.engine}")
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, paths))
+    save_policy(module.model, tok, paths.final_model, trainer.is_global_zero)
+    if trainer.is_global_zero:
+        mark_done(paths.final_model, {"seconds": time.perf_counter() - t0, "iterations": module.iteration})
+    trainer.strategy.barrier()
+    log(f"RL done: {module.iteration} iterations in {time.perf_counter() - t0:.0f} s -> {paths.final_model}")
+    return paths.final_model, callbacks[3].results
+
+
+def save_policy(model, tokenizer, folder: Path, is_rank_zero: bool) -> None:
+    """Write the (possibly sharded) policy as a HF folder; every rank must call it (gathers under FSDP)."""
+    from kimi_rl.rollout.weights import full_state_dict_for_engine
+
+    state = full_state_dict_for_engine(model)
+    if is_rank_zero:
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(folder), state_dict=state)
+        tokenizer.save_pretrained(str(folder))
+
+
+def resume_path(cfg: Config, paths: RunPaths) -> str | None:
+    """``run.resume``: auto (the run's last checkpoint when there is one), a path, or None.
+
+    The checkpoint is opened before training starts, so a corrupt one fails at once."""
+    if not cfg.run.resume:
+        return None
+    from kimi_rl.config import ConfigError
+
+    if cfg.run.resume == "auto":
+        last = paths.checkpoints / "last.ckpt"
+        if not last.exists():
+            return None
+        path = last
+    else:
+        path = Path(cfg.run.resume)
+        if not path.exists():
+            raise ConfigError(f"run.resume: checkpoint '{path}' does not exist")
+    check_checkpoint(path)
+    return str(path)
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise a clear error when ``path`` is not a readable Lightning checkpoint (file or FSDP folder)."""
+    from kimi_rl.config import ConfigError
+
+    previous = path.parent / "previous.ckpt"
+    hint = f"; the previous good checkpoint is {previous} (run.resume={previous})" if previous.exists() else ""
+    if path.is_dir():
+        if not (path / ".metadata").is_file():
+            raise ConfigError(f"run.resume: '{path}' is not a complete distributed checkpoint (no .metadata){hint}")
+        return
+    import torch
+
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:  # truncated zip, wrong format, ...
+        raise ConfigError(f"run.resume: checkpoint '{path}' is corrupt or truncated ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200]}){hint}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(f"run.resume: '{path}' is not a Lightning checkpoint (no state_dict){hint}")

@@ -124,6 +124,14 @@ class SFTModule(L.LightningModule):
         self.sft = sft
         self._t0 = time.perf_counter()
 
+    def configure_model(self) -> None:
+        from kimi_rl.distributed import data_parallel_mesh, shard_model
+
+        mesh = data_parallel_mesh(self)
+        if mesh is not None and not getattr(self, "_sharded", False):
+            shard_model(self.model, mesh)
+            self._sharded = True
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         loss = response_nll(out.logits, batch["input_ids"], batch["loss_mask"])

@@ -33,7 +33,7 @@ def build_strategy(cfg: TrainerConfig):
 
 def build_trainer(cfg: TrainerConfig, root: Path, stage: str, max_steps: int, callbacks: list,
                   **kwargs) -> L.Trainer:
-    """A Trainer writing TensorBoard events to ``root/tb/<stage>``."""
+    """A Trainer writing TensorBoard events to ``root/tb/<stage>`` (``max_steps=-1``: no step cap)."""
     logger = TensorBoardLogger(save_dir=str(root), name="tb", version=stage, default_hp_metric=False)
     return L.Trainer(
         accelerator=cfg.accelerator,
@@ -42,7 +42,7 @@ def build_trainer(cfg: TrainerConfig, root: Path, stage: str, max_steps: int, ca
         strategy=build_strategy(cfg),
         precision=cfg.precision,
         max_steps=max_steps,
-        max_epochs=-1,
+        max_epochs=kwargs.pop("max_epochs", -1),
         logger=logger,
         callbacks=callbacks,
         enable_checkpointing=kwargs.pop("enable_checkpointing", False),

@@ -1,0 +1,57 @@
+"""Rollout engines by name (``rollout.engine``): vLLM in-process, or transformers ``generate``.
+
+Both are imported lazily, so vLLM loads only when chosen; both record the raw (temperature-1)
+log-prob of each sampled token as logp_old.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from kimi_rl.config import ModelConfig, RolloutConfig
+from kimi_rl.registry import Registry
+from kimi_rl.rollout.types import Engine
+
+
+class EngineError(RuntimeError):
+    """A rollout engine could not be imported or started."""
+
+
+class EngineFactory(Protocol):
+    """What a registered engine class offers: one constructor signature for all engines."""
+
+    def from_config(
+        self, cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int
+    ) -> Engine: ...
+
+
+ENGINES: Registry[EngineFactory] = Registry("rollout engine")
+ENGINES.register_lazy("vllm", "kimi_rl.rollout.vllm_engine:VLLMEngine")
+ENGINES.register_lazy("hf", "kimi_rl.rollout.hf_engine:HFEngine")
+
+
+def _fallback_hint(name: str) -> str:
+    return "" if name == "hf" else " Set rollout.engine=hf to sample with transformers generate instead."
+
+
+def build_engine(
+    cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int
+) -> Engine:
+    """The engine named by ``cfg.engine`` on the HF folder ``model_dir``, ready to ``generate``.
+
+    Raises ``EngineError`` (with the fallback to ``hf``) when the backend cannot be imported or
+    started; an unknown name raises the registry's KeyError listing the valid ones.
+    """
+    try:
+        factory = ENGINES.get(cfg.engine)
+    except ImportError as e:
+        raise EngineError(
+            f"rollout.engine={cfg.engine}: cannot import its backend ({e}).{_fallback_hint(cfg.engine)}"
+        ) from e
+    try:
+        return factory.from_config(cfg, Path(model_dir), model_cfg, seed, max_model_len)
+    except Exception as e:
+        raise EngineError(
+            f"rollout.engine={cfg.engine}: the engine did not start on '{model_dir}' "
+            f"({type(e).__name__}: {e}).{_fallback_hint(cfg.engine)}"
+        ) from e

@@ -1,0 +1,73 @@
+"""HeldoutEval: held-out accuracy with the rollout engine before RL, every N iterations, and after.
+
+Each rank evaluates its share of the problems; counts are summed across ranks.
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from kimi_rl.evaluate import EvalResult, LevelStats
+
+
+class HeldoutEval(Callback):
+    def __init__(self, rollout_cb, problems, prompts: list[list[int]], verifier, samples: int,
+                 temperature: float, max_tokens: int, every: int = 0) -> None:
+        if samples < 1 or max_tokens < 1 or every < 0:
+            raise ValueError("HeldoutEval: samples and max_tokens must be >= 1, every >= 0")
+        self.rollout_cb, self.problems, self.prompts, self.verifier = rollout_cb, problems, prompts, verifier
+        self.samples, self.temperature, self.max_tokens, self.every = samples, temperature, max_tokens, every
+        self.results: dict[str, EvalResult] = {}
+
+    def run(self, trainer: L.Trainer) -> EvalResult:
+        from kimi_rl.evaluate import evaluate
+
+        rank, world = trainer.global_rank, trainer.world_size
+        mine = list(range(rank, len(self.problems), world))
+        engine = self.rollout_cb.engine
+        engine.wake_up()
+        local = evaluate(engine, self.rollout_cb.tokenizer, [self.problems[i] for i in mine],
+                         [self.prompts[i] for i in mine], self.verifier, self.samples, self.temperature,
+                         self.max_tokens)
+        engine.sleep()
+        return self._reduce(local, trainer)
+
+    def _reduce(self, local: EvalResult, trainer: L.Trainer) -> EvalResult:
+        levels = sorted({p.difficulty for p in self.problems})
+        t = torch.zeros(len(levels), 3, dtype=torch.float64)  # [levels, (problems, correct, tokens)]
+        for row, lv in enumerate(levels):
+            s = local.per_level.get(lv)
+            if s:
+                n = s.problems * self.samples
+                t[row] = torch.tensor([s.problems, s.accuracy * n, s.mean_tokens * n], dtype=torch.float64)
+        if trainer.world_size > 1:
+            t = trainer.strategy.reduce(t.to(trainer.strategy.root_device), reduce_op="sum").cpu()
+        per_level = {}
+        for row, lv in enumerate(levels):
+            probs, correct, tokens = t[row].tolist()
+            n = max(probs * self.samples, 1)
+            per_level[lv] = LevelStats(problems=int(probs), accuracy=correct / n, mean_tokens=tokens / n)
+        total = max(float(t[:, 0].sum()) * self.samples, 1)
+        return EvalResult(accuracy=float(t[:, 1].sum()) / total, mean_tokens=float(t[:, 2].sum()) / total,
+                          per_level=per_level, samples=self.samples)
+
+    def _log(self, trainer: L.Trainer, res: EvalResult, step: int) -> None:
+        if trainer.is_global_zero and trainer.logger is not None:
+            m = {"eval/accuracy": res.accuracy, "eval/mean_tokens": res.mean_tokens}
+            m.update({f"eval/accuracy_level{lv}": s.accuracy for lv, s in res.per_level.items()})
+            trainer.logger.log_metrics(m, step=step)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if "before" not in self.results:
+            self.results["before"] = self.run(trainer)
+            self._log(trainer, self.results["before"], pl_module.iteration)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        it = pl_module.iteration + 1  # the module counts this iteration after the callbacks
+        if self.every and it % self.every == 0:
+            self._log(trainer, self.run(trainer), it)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.results["after"] = self.run(trainer)
+        self._log(trainer, self.results["after"], pl_module.iteration)

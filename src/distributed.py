@@ -1,0 +1,76 @@
+"""Rank-aware helpers: FSDP2 sharding, equal step counts under DDP, per-rank state in checkpoints.
+
+Lightning saves callback and datamodule state from rank 0 only; per-rank state (each rank's
+replay buffer and sampler RNG) is gathered into one dict keyed by rank so resume is exact.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def max_across_ranks(value: int) -> int:
+    """The largest ``value`` over all ranks (DDP needs every rank to take the same steps)."""
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.long)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def gather_rank_states(local: Any) -> dict[int, Any]:
+    """``{rank: state}`` from every rank (a collective: all ranks must call it)."""
+    if not is_distributed():
+        return {0: local}
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, local)
+    return dict(enumerate(out))
+
+
+def pick_rank_state(states: dict, load: Callable[[Any], None]) -> None:
+    """Load this rank's entry of a ``gather_rank_states`` dict; a single-rank checkpoint loads on all."""
+    r = rank()
+    key = r if r in states else str(r) if str(r) in states else None
+    if key is None:
+        if len(states) == 1:
+            key = next(iter(states))
+        else:
+            raise RuntimeError(f"checkpoint holds state for ranks {sorted(states)} but this is rank {r}: "
+                               "resume with the same number of processes (trainer.devices x num_nodes)")
+    load(states[key])
+
+
+def shard_model(model: torch.nn.Module, mesh) -> torch.nn.Module:
+    """FSDP2: ``fully_shard`` each decoder layer, then the whole model, over the data-parallel mesh."""
+    from torch.distributed.fsdp import fully_shard
+
+    layers = getattr(getattr(model, "model", model), "layers", None)
+    if layers is None:
+        raise ValueError(f"cannot find decoder layers to shard in {type(model).__name__} (expected model.model.layers)")
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def data_parallel_mesh(module) -> Any | None:
+    """The data-parallel device mesh of Lightning's ModelParallelStrategy, or None under other strategies."""
+    try:
+        mesh = module.device_mesh
+    except (AttributeError, RuntimeError):
+        return None
+    if mesh is None:
+        return None
+    return mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh

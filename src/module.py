@@ -1,0 +1,216 @@
+"""The RL LightningModule: k1.5 policy optimization on rollouts prepared by callbacks.
+
+It holds the policy and orchestrates the update; the math lives in ``losses``, the
+rollouts in ``callbacks.PartialRollout``. Manual optimization: an iteration may take
+several optimizer steps, and the optimizer state is reset at its start (paper 2.3.2).
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from kimi_rl.config import AlgoConfig, ConfigError
+from kimi_rl.distributed import (data_parallel_mesh, gather_rank_states, is_distributed, max_across_ranks,
+                                 pick_rank_state, shard_model)
+from kimi_rl.losses import LOSSES
+from kimi_rl.rollout.packing import RolloutBatch, minibatches
+
+
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """log pi(x_t | x_<t) for every position t >= 1 (0 at t = 0), aligned with ``input_ids``."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V]
+    tok = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+    return torch.nn.functional.pad(tok, (1, 0))  # [B, T]
+
+
+class KimiRLModule(L.LightningModule):
+    """Policy (a transformers causal LM) + the configured loss; no value network, no reference model."""
+
+    def __init__(self, model, algo: AlgoConfig) -> None:
+        super().__init__()
+        self.model = model.train()
+        self.algo = algo
+        self.loss_fn = LOSSES.get(algo.loss)
+        self.automatic_optimization = False
+        self.iteration = 0
+        """RL iterations completed; the policy version of rollouts sampled now."""
+        self.len_reward_weight = 0.0
+        """Set each iteration by the LengthPenaltySchedule callback."""
+        self.skipped_steps = 0
+        """Optimizer steps skipped for a non-finite loss or gradient."""
+        self.last_metrics: dict[str, float] = {}
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.model.parameters(), lr=self.algo.lr, weight_decay=self.algo.weight_decay)
+
+    def _reset_optimizer_state(self) -> None:
+        opt = self.optimizers().optimizer
+        opt.state.clear()
+
+    def configure_model(self) -> None:
+        mesh = data_parallel_mesh(self)
+        if mesh is not None and not getattr(self, "_sharded", False):
+            shard_model(self.model, mesh)
+            self._sharded = True
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        rollout: RolloutBatch | None = batch.get("rollout")
+        metrics: dict[str, float] = batch.setdefault("metrics", {})
+        t0 = time.perf_counter()
+        if self.algo.reset_optimizer:
+            self._reset_optimizer_state()
+        has_data = rollout is not None and rollout.input_ids.shape[0] > 0
+        adv = self.loss_fn.advantages(rollout.rewards, rollout.group_index, self.algo) if has_data else None  # [N]
+        sums: dict[str, float] = {}
+        steps = 0
+        for update in range(self.algo.updates_per_iteration):
+            mbs = list(minibatches(rollout, self.algo.minibatch_size, self.iteration * 1000 + update)) if has_data else []
+            # every rank takes the same number of optimizer steps (DDP/FSDP collectives in backward)
+            for i in range(max_across_ranks(len(mbs))):
+                if i >= len(mbs):
+                    self._empty_step()
+                    continue
+                out = self._step(mbs[i], adv)
+                if update == 0 and i == 0:
+                    metrics["train/engine_logp_error_absmax"] = self._engine_error
+                steps += 1
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + v
+        metrics["train/samples"] = float(len(rollout)) if has_data else 0.0
+        if not has_data:
+            return None
+        metrics.update({f"train/{k}": v / max(steps, 1) for k, v in sums.items()})
+        metrics["train/optimizer_steps"] = float(steps)
+        metrics["train/skipped_steps"] = float(self.skipped_steps)
+        tokens = float(rollout.attention_mask.sum()) * self.algo.updates_per_iteration
+        dt = time.perf_counter() - t0
+        metrics["time/train_s"] = dt
+        metrics["throughput/train_tokens_per_s"] = tokens / max(dt, 1e-9)
+        metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
+        return None
+
+    def _empty_step(self) -> None:
+        """A zero-gradient step for a rank with no minibatch left, so collectives stay matched."""
+        opt = self.optimizers()
+        ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+        self.manual_backward(self.model(input_ids=ids).logits.sum() * 0.0)
+        if self.algo.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.algo.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def _step(self, mb: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
+        opt = self.optimizers()
+        token_logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask)  # [B, T]
+        mask = mb.loss_mask.float()  # [B, T]
+        with torch.no_grad():  # before this iteration's first update, the engine sampled from this policy
+            fresh = mb.loss_mask & (mb.versions == self.iteration)  # [B, T]
+            err = (token_logp.detach() - mb.logp_old).abs()[fresh]
+            self._engine_error = float(err.max()) if err.numel() else 0.0
+        out = self.loss_fn(token_logp, mb.logp_old, mask, adv[mb.index], self.algo)
+        if not torch.isfinite(out.loss):
+            self.skipped_steps += 1
+            return {"nonfinite_loss": 1.0}
+        self.manual_backward(out.loss)
+        if self.algo.max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.algo.max_grad_norm)
+        else:
+            norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in self.model.parameters() if p.grad is not None))
+        if not torch.isfinite(norm):
+            opt.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            return {"nonfinite_loss": 1.0}
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            n_tok = mask.sum().clamp(min=1.0)
+            diff = (token_logp.detach() - mb.logp_old) * mask  # [B, T]
+            stats = {
+                "loss": float(out.loss.detach()),
+                "grad_norm": float(norm),
+                "entropy_estimate": float(-(token_logp.detach() * mask).sum() / n_tok),
+                "logp_minus_logp_old_mean": float(diff.sum() / n_tok),
+                "logp_minus_logp_old_absmax": float(diff.abs().max()),
+                "nonfinite_loss": 0.0,
+            }
+        stats.update({f"loss_{k}": float(v) for k, v in out.terms.items()})
+        return stats
+
+    def on_train_batch_end(self, outputs, batch: dict[str, Any], batch_idx: int) -> None:
+        metrics = batch.get("metrics", {})
+        metrics["algo/len_reward_weight"] = float(self.len_reward_weight)
+        self.last_metrics = reduce_metrics(metrics)
+        if self.trainer.is_global_zero and self.logger is not None:
+            self.logger.log_metrics(self.last_metrics, step=self.iteration)
+        shown = {k.split("/")[-1]: v for k, v in self.last_metrics.items()
+                 if k in ("reward/mean", "reward/accuracy", "response/length_mean")}
+        for k, v in shown.items():
+            self.log(k, v, prog_bar=True, logger=False, batch_size=1)
+        self.iteration += 1
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["kimi_rl"] = {
+            "iteration": self.iteration,
+            "skipped_steps": self.skipped_steps,
+            "model_shape": model_shape(self.model.config),
+            "rng": gather_rank_states(capture_rng()),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("kimi_rl", {})
+        check_model_shape(state.get("model_shape", {}), model_shape(self.model.config))
+        self.iteration = int(state.get("iteration", 0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        if "rng" in state:
+            pick_rank_state(state["rng"], restore_rng)
+
+
+SHAPE_KEYS = {
+    "vocab_size": "model.path (tokenizer)",
+    "hidden_size": "model.hidden_size",
+    "num_hidden_layers": "model.num_layers",
+    "num_attention_heads": "model.num_heads",
+    "num_key_value_heads": "model.num_kv_heads",
+    "intermediate_size": "model.intermediate_size",
+}
+
+
+def model_shape(config) -> dict[str, int]:
+    return {k: int(getattr(config, k)) for k in SHAPE_KEYS if getattr(config, k, None) is not None}
+
+
+def check_model_shape(saved: dict[str, int], current: dict[str, int]) -> None:
+    """Resuming needs the checkpoint's model shape; name the config key that changed."""
+    for k, v in saved.items():
+        if k in current and current[k] != v:
+            raise ConfigError(f"{SHAPE_KEYS[k]}: the checkpoint was trained with {k}={v} but the config "
+                              f"now gives {current[k]}; restore the key or start a new run (run.name)")
+
+
+def capture_rng() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def reduce_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Mean of each metric over the ranks that report it (identity when not distributed)."""
+    clean = {k: float(v) for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if not is_distributed():
+        return clean
+    keys = sorted({k for state in gather_rank_states(sorted(clean)).values() for k in state})
+    vals = torch.tensor([[clean.get(k, 0.0), float(k in clean)] for k in keys], dtype=torch.float64)  # [K, 2]
+    if torch.distributed.get_backend() == "nccl":
+        vals = vals.cuda()
+    torch.distributed.all_reduce(vals)
+    return {k: float(v / n) for k, (v, n) in zip(keys, vals.cpu().tolist()) if n > 0}
