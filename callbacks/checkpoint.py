@@ -51,3 +51,17 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+
+
+class SaveHFModel(Callback):
+    """At the end of training, write the policy as a Hugging Face folder (rank 0 writes; under
+    FSDP every rank joins the gather, which must happen before the process group is torn down)."""
+
+    def __init__(self, folder: Path, tokenizer) -> None:
+        self.folder, self.tokenizer = Path(folder), tokenizer
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from kimi_rl.pipeline import save_policy
+
+        save_policy(pl_module.model, self.tokenizer, self.folder, trainer.is_global_zero)
+        trainer.strategy.barrier()

@@ -10,16 +10,18 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from kimi_rl.distributed import gather_rank_states
 from kimi_rl.rollout.weights import full_state_dict_for_engine
 
 
 class WeightSync(Callback):
     """``mode``: inplace (load_weights) | rebuild (save a HF folder, restart the engine on it)."""
 
-    def __init__(self, rollout_cb, mode: str = "inplace") -> None:
+    def __init__(self, rollout_cb, mode: str = "inplace", check_ranks: bool = True) -> None:
+        """``check_ranks``: log the spread of the engines' weight checksums across ranks (0 = in sync)."""
         if mode not in ("inplace", "rebuild"):
             raise ValueError(f"rollout.weight_sync: '{mode}' is not one of inplace, rebuild")
-        self.rollout_cb, self.mode = rollout_cb, mode
+        self.rollout_cb, self.mode, self.check_ranks = rollout_cb, mode, check_ranks
         self.syncs = 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict,
@@ -32,9 +34,13 @@ class WeightSync(Callback):
             engine.load_weights(state)
         else:
             self._rebuild(engine, pl_module, state)
+        metrics = batch.setdefault("metrics", {})
+        metrics["time/sync_s"] = time.perf_counter() - t0
+        if self.check_ranks and trainer.world_size > 1 and hasattr(engine, "weights_checksum"):
+            sums = [float(v) for v in gather_rank_states(engine.weights_checksum()).values()]
+            metrics["sync/engine_checksum_spread"] = max(sums) - min(sums)
         engine.sleep()
         self.syncs += 1
-        batch.setdefault("metrics", {})["time/sync_s"] = time.perf_counter() - t0
 
     def _rebuild(self, engine, pl_module, state) -> None:
         folder = Path(tempfile.mkdtemp(prefix="kimi_rl_sync_"))

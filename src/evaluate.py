@@ -1,7 +1,10 @@
-"""Held-out evaluation of a model folder: pass@1 over n samples, tokens, per difficulty level."""
+"""Evaluation of a model folder: pass@1 / unbiased pass@k over n samples, majority vote, tokens, per level.
+
+Figures come from the torchmetrics classes of ``kimi_rl.metrics``; majority vote groups answers by their
+exact text (whitespace removed), not by mathematical equivalence as a grader would.
+"""
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -19,49 +22,120 @@ class LevelStats:
 @dataclass
 class EvalResult:
     accuracy: float
+    """pass@1: mean correctness over all samples."""
     mean_tokens: float
     per_level: dict[int, LevelStats] = field(default_factory=dict)
     samples: int = 1
+    pass_at_k: dict[int, float] = field(default_factory=dict)
+    """k -> mean unbiased pass@k over problems (k in ``pass_k_values(samples)``)."""
+    majority: float | None = None
+    """Share of problems whose most common answer is correct (None: answers not extracted)."""
+    p95_tokens: float | None = None
+    """95th percentile of response tokens."""
+    problems: int = 0
 
     def to_dict(self) -> dict:
         return {
             "accuracy": self.accuracy,
             "mean_tokens": self.mean_tokens,
             "samples": self.samples,
+            "problems": self.problems,
+            "pass_at_k": {str(k): v for k, v in sorted(self.pass_at_k.items())},
+            "majority_vote": self.majority,
+            "p95_tokens": self.p95_tokens,
             "per_level": {str(k): vars(v) for k, v in sorted(self.per_level.items())},
         }
 
 
-def score_problems(problems: Sequence[Problem], lengths: list[list[int]], correct: list[list[float]],
-                   samples: int) -> EvalResult:
-    """Aggregate per-sample correctness and lengths into overall and per-level figures."""
-    by_level: dict[int, list[int]] = defaultdict(list)
-    for i, p in enumerate(problems):
-        by_level[p.difficulty].append(i)
+def pass_k_values(n: int) -> list[int]:
+    """The k reported for n samples: 1, the powers of two below n, and n.
 
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs) if xs else 0.0
+    >>> pass_k_values(1), pass_k_values(6), pass_k_values(8)
+    ([1], [1, 2, 4, 6], [1, 2, 4, 8])
+    """
+    ks, k = {1, n}, 2
+    while k < n:
+        ks.add(k)
+        k *= 2
+    return sorted(ks)
 
-    per_level = {
-        lv: LevelStats(
-            problems=len(ix),
-            accuracy=mean([c for i in ix for c in correct[i]]),
-            mean_tokens=mean([n for i in ix for n in lengths[i]]),
-        )
-        for lv, ix in sorted(by_level.items())
+
+def answer_key(response: str) -> str | None:
+    """What a sample answered, for majority voting: the last ``\\boxed{}`` content (math, arithmetic),
+    else the last fenced code block (code), with all whitespace removed; None when neither is there.
+
+    >>> answer_key(r"so \\boxed{ 1/2 }"), answer_key("```py\\nprint(1)\\n```"), answer_key("no idea")
+    ('1/2', 'print(1)', None)
+    """
+    from kimi_rl.rewards.code import extract_code
+    from kimi_rl.rewards.math import last_boxed
+
+    found = last_boxed(response)
+    if found is None:
+        found = extract_code(response)
+    return None if found is None else "".join(found.split())
+
+
+def _item(x) -> float:
+    return float(x.item()) if hasattr(x, "item") else float(x)
+
+
+def _per_level(problems: Sequence[Problem], lengths: list[list[int]], correct: list[list[float]]) -> dict[int, LevelStats]:
+    from kimi_rl.metrics import PerLevelAccuracy
+
+    acc, tokens = PerLevelAccuracy(), PerLevelAccuracy()  # the second one averages lengths per level
+    counts: dict[int, int] = {}
+    for p, ls, cs in zip(problems, lengths, correct):
+        counts[p.difficulty] = counts.get(p.difficulty, 0) + 1
+        if cs:
+            acc.update([p.difficulty] * len(cs), cs)
+            tokens.update([p.difficulty] * len(ls), ls)
+    acc_by, tok_by = acc.compute(), tokens.compute()
+    return {
+        lv: LevelStats(problems=counts[lv], accuracy=_item(acc_by.get(f"level_{lv}", 0.0)),
+                       mean_tokens=_item(tok_by.get(f"level_{lv}", 0.0)))
+        for lv in sorted(counts)
     }
+
+
+def score_problems(problems: Sequence[Problem], lengths: list[list[int]], correct: list[list[float]],
+                   samples: int, answers: list[list[str | None]] | None = None) -> EvalResult:
+    """Aggregate per-sample correctness (0/1), lengths and (optionally) extracted answers, one list
+    per problem, into pass@1, pass@k, majority vote, token statistics and per-level figures."""
+    from kimi_rl.metrics import MajorityVote, MeanTokens, PassAtK, TokenPercentile
+
+    flat_correct = [c for cs in correct for c in cs]
+    flat_lengths = [n for ls in lengths for n in ls]
+    sizes = [len(cs) for cs in correct if cs]
+    pass_k: dict[int, float] = {}
+    for k in pass_k_values(min(sizes)) if sizes else []:
+        metric = PassAtK(k)
+        metric.update([round(sum(cs)) for cs in correct if cs], [len(cs) for cs in correct if cs])
+        pass_k[k] = _item(metric.compute())
+    majority = None
+    if answers is not None:
+        vote = MajorityVote()
+        vote.update(answers, [[c > 0.5 for c in cs] for cs in correct])
+        majority = _item(vote.compute())
+    mean_tokens, p95 = MeanTokens(), TokenPercentile(0.95)
+    mean_tokens.update(flat_lengths)
+    p95.update(flat_lengths)
     return EvalResult(
-        accuracy=mean([c for cs in correct for c in cs]),
-        mean_tokens=mean([n for ls in lengths for n in ls]),
-        per_level=per_level,
+        accuracy=sum(flat_correct) / len(flat_correct) if flat_correct else 0.0,
+        mean_tokens=_item(mean_tokens.compute()),
+        per_level=_per_level(problems, lengths, correct),
         samples=samples,
+        pass_at_k=pass_k,
+        majority=majority,
+        p95_tokens=_item(p95.compute()),
+        problems=len(problems),
     )
 
 
 def evaluate(engine, tokenizer, problems: Sequence[Problem], prompts: list[list[int]], verifier,
-             samples: int, temperature: float, max_tokens: int) -> EvalResult:
-    """Sample ``samples`` responses per problem with ``engine`` and verify them."""
-    gens = engine.generate(prompts, max_tokens, samples, temperature, 1.0)
+             samples: int, temperature: float, max_tokens: int, top_p: float = 1.0) -> EvalResult:
+    """Sample ``samples`` responses per problem with ``engine`` and verify them (on the caller's thread)."""
+    gens = engine.generate(prompts, max_tokens, samples, temperature, top_p)
     texts = [[tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gs] for gs in gens]
     flat_resp = [t for ts in texts for t in ts]
     flat_prob = [p for p, ts in zip(problems, texts) for _ in ts]
@@ -71,7 +145,8 @@ def evaluate(engine, tokenizer, problems: Sequence[Problem], prompts: list[list[
         correct.append([float(s > 0.5) for s in flat_score[pos : pos + len(ts)]])
         pos += len(ts)
     lengths = [[len(g.token_ids) for g in gs] for gs in gens]
-    return score_problems(problems, lengths, correct, samples)
+    answers = [[answer_key(t) for t in ts] for ts in texts]
+    return score_problems(problems, lengths, correct, samples, answers)
 
 
 def format_table(results: dict[str, EvalResult]) -> str:
@@ -90,4 +165,19 @@ def format_table(results: dict[str, EvalResult]) -> str:
     lines.append("-" * len(head))
     lines.append(f"{'all':>7} | " + " | ".join(
         f"{100 * results[n].accuracy:>10.1f} {results[n].mean_tokens:>11.1f}" for n in names))
+    return "\n".join(lines)
+
+
+def format_summary(results: dict[str, EvalResult]) -> str:
+    """One row per model: problems, n, pass@k (%) for every reported k, majority vote (%), mean and p95 tokens."""
+    ks = sorted({k for r in results.values() for k in r.pass_at_k})
+    width = max([5] + [len(n) for n in results])
+    head = (f"{'model':<{width}} | {'problems':>8} {'n':>3} | " + " ".join(f"{f'pass@{k}':>7}" for k in ks)
+            + f" {'maj@n':>7} | {'mean tok':>8} {'p95 tok':>8}")
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        cells = " ".join(f"{100 * r.pass_at_k[k]:>7.1f}" if k in r.pass_at_k else f"{'-':>7}" for k in ks)
+        maj = f"{100 * r.majority:>7.1f}" if r.majority is not None else f"{'-':>7}"
+        p95 = f"{r.p95_tokens:>8.1f}" if r.p95_tokens is not None else f"{'-':>8}"
+        lines.append(f"{name:<{width}} | {r.problems:>8} {r.samples:>3} | {cells} {maj} | {r.mean_tokens:>8.1f} {p95}")
     return "\n".join(lines)

@@ -72,12 +72,13 @@ def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
     model = load_model(base, cfg.model.dtype)
     module = SFTModule(model, cfg.sft)
     dm = SFTDataModule(task.train, tok, cfg.data, cfg.sft, cfg.run.seed)
-    trainer = build_trainer(cfg.trainer, paths.root, "sft", cfg.sft.max_steps, [],
+    from kimi_rl.callbacks import SaveHFModel
+
+    trainer = build_trainer(cfg.trainer, paths.root, "sft", cfg.sft.max_steps, [SaveHFModel(model_dir, tok)],
                             log_every_n_steps=cfg.sft.log_every)
     log(f"SFT warm-up: {cfg.sft.max_steps} steps on {len(task.train)} problems -> {model_dir}")
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)
-    save_policy(module.model, tok, model_dir, trainer.is_global_zero)
     if trainer.is_global_zero:
         mark_done(out, {"seconds": time.perf_counter() - t0, "steps": trainer.global_step})
     trainer.strategy.barrier()
@@ -131,7 +132,7 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     import lightning as L
 
     from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, LengthPenaltySchedule, PartialRollout,
-                                   SampleLogger, WeightSync)
+                                   SampleLogger, SaveHFModel, WeightSync)
     from kimi_rl.datamodule import PromptDataModule
     from kimi_rl.module import KimiRLModule
     from kimi_rl.prompts import encode_prompts
@@ -160,6 +161,7 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
                     eval_tokens, cfg.rl.eval_every),
         SampleLogger(cfg.rl.sample_log_every),
         IterationCheckpoint(paths.checkpoints, cfg.rl.checkpoint_every),
+        SaveHFModel(paths.final_model, tok),
     ]
     trainer = build_trainer(cfg.trainer, paths.root, "rl", -1, callbacks, max_epochs=1,
                             limit_train_batches=cfg.rl.iterations, log_every_n_steps=1)
@@ -167,7 +169,6 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
         f"{cfg.rollout.samples_per_prompt} samples, loss {cfg.algo.loss}, engine {cfg.rollout.engine}")
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, paths))
-    save_policy(module.model, tok, paths.final_model, trainer.is_global_zero)
     if trainer.is_global_zero:
         mark_done(paths.final_model, {"seconds": time.perf_counter() - t0, "iterations": module.iteration})
     trainer.strategy.barrier()

@@ -174,6 +174,11 @@ class VLLMEngine:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
 
+    def weights_checksum(self) -> float:
+        """Sum of every weight the engine holds (float64): equal engines give equal sums."""
+        sums = self.llm.collective_rpc(_engine_weight_sum)
+        return float(sums[0])
+
     def sleep(self) -> None:
         """Level-1 sleep on GPU (weights to host memory, KV cache dropped); no-op on CPU."""
         if self.enable_sleep_mode and not self.asleep:
@@ -221,3 +226,11 @@ class VLLMEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _engine_weight_sum(worker) -> float:
+    """Runs inside the vLLM worker: the float64 sum of the model's parameters."""
+    import torch as _torch
+
+    with _torch.no_grad():
+        return float(sum(p.detach().double().sum() for p in worker.model_runner.model.parameters()))
