@@ -38,7 +38,7 @@ class IterationCheckpoint(Callback):
         return self.last
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        it = pl_module.iteration + 1  # the module counts this iteration after the callbacks
+        it = pl_module.iteration  # completed iterations (the training step counted this one)
         if self.every and it % self.every == 0:
             self.save(trainer)
 

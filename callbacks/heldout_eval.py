@@ -4,6 +4,8 @@ Each rank evaluates its share of the problems; counts are summed across ranks.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -59,15 +61,29 @@ class HeldoutEval(Callback):
             trainer.logger.log_metrics(m, step=step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if "before" not in self.results:
+        # a resumed run restored "before" from its checkpoint; evaluating again would also shift
+        # the engine's sample stream away from the uninterrupted run's
+        if "before" not in self.results and pl_module.iteration == 0:
             self.results["before"] = self.run(trainer)
             self._log(trainer, self.results["before"], pl_module.iteration)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        it = pl_module.iteration + 1  # the module counts this iteration after the callbacks
+        it = pl_module.iteration  # completed iterations (the training step counted this one)
         if self.every and it % self.every == 0:
             self._log(trainer, self.run(trainer), it)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.results["after"] = self.run(trainer)
         self._log(trainer, self.results["after"], pl_module.iteration)
+
+    def state_dict(self) -> dict:
+        # plain types only: Lightning resumes with torch.load(weights_only=True)
+        return {"results": {name: dataclasses.asdict(r) for name, r in self.results.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.results = {name: _result(d) for name, d in state_dict.get("results", {}).items()}
+
+
+def _result(d: dict) -> EvalResult:
+    per_level = {int(k): LevelStats(**v) for k, v in d.get("per_level", {}).items()}
+    return EvalResult(**{**d, "per_level": per_level})

@@ -53,6 +53,10 @@ class PartialRollout(Callback):
             close()
         self.engine = None
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """A failed fit skips ``teardown``: close the engine anyway (its memory, the process group it made)."""
+        self.teardown(trainer, pl_module, "fit")
+
     # -- one iteration ---------------------------------------------------------------------
     def new_prompt_count(self) -> int:
         """Prompts to draw so that buffered + new trajectories fill one iteration's capacity."""

@@ -13,7 +13,7 @@ class SampleLogger(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict,
                            batch_idx: int) -> None:
-        it = pl_module.iteration
+        it = pl_module.iteration - 1  # the iteration just done (the training step counted it)
         if not self.every or it % self.every or not trainer.is_global_zero or trainer.logger is None:
             return
         groups = batch.get("groups") or []

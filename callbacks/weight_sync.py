@@ -24,8 +24,15 @@ class WeightSync(Callback):
         self.rollout_cb, self.mode, self.check_ranks = rollout_cb, mode, check_ranks
         self.syncs = 0
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A resumed run's policy comes from the checkpoint: the engine must sample from it too."""
+        self.sync(trainer, pl_module, {})
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict,
                            batch_idx: int) -> None:
+        self.sync(trainer, pl_module, batch.setdefault("metrics", {}))
+
+    def sync(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict) -> None:
         t0 = time.perf_counter()
         state = full_state_dict_for_engine(pl_module.model)  # collective under FSDP: every rank calls it
         engine = self.rollout_cb.engine
@@ -34,7 +41,6 @@ class WeightSync(Callback):
             engine.load_weights(state)
         else:
             self._rebuild(engine, pl_module, state)
-        metrics = batch.setdefault("metrics", {})
         metrics["time/sync_s"] = time.perf_counter() - t0
         if self.check_ranks and trainer.world_size > 1 and hasattr(engine, "weights_checksum"):
             sums = [float(v) for v in gather_rank_states(engine.weights_checksum()).values()]

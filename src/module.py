@@ -39,7 +39,9 @@ class KimiRLModule(L.LightningModule):
         self.loss_fn = LOSSES.get(algo.loss)
         self.automatic_optimization = False
         self.iteration = 0
-        """RL iterations completed; the policy version of rollouts sampled now."""
+        """RL iterations completed. During an iteration (batch start, training step) it is that
+        iteration's index, i.e. the policy version of the rollouts sampled now; the training step
+        increments it, so ``on_train_batch_end`` hooks see the completed count."""
         self.len_reward_weight = 0.0
         """Set each iteration by the LengthPenaltySchedule callback."""
         self.skipped_steps = 0
@@ -60,6 +62,11 @@ class KimiRLModule(L.LightningModule):
             self._sharded = True
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One k1.5 iteration's update; afterwards ``iteration`` counts it as completed."""
+        self._update(batch)
+        self.iteration += 1
+
+    def _update(self, batch: dict[str, Any]) -> None:
         rollout: RolloutBatch | None = batch.get("rollout")
         metrics: dict[str, float] = batch.setdefault("metrics", {})
         t0 = time.perf_counter()
@@ -147,12 +154,11 @@ class KimiRLModule(L.LightningModule):
         metrics["algo/len_reward_weight"] = float(self.len_reward_weight)
         self.last_metrics = reduce_metrics(metrics)
         if self.trainer.is_global_zero and self.logger is not None:
-            self.logger.log_metrics(self.last_metrics, step=self.iteration)
+            self.logger.log_metrics(self.last_metrics, step=self.iteration - 1)  # the iteration just done
         shown = {k.split("/")[-1]: v for k, v in self.last_metrics.items()
                  if k in ("reward/mean", "reward/accuracy", "response/length_mean")}
         for k, v in shown.items():
             self.log(k, v, prog_bar=True, logger=False, batch_size=1)
-        self.iteration += 1
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["kimi_rl"] = {
@@ -194,13 +200,17 @@ def check_model_shape(saved: dict[str, int], current: dict[str, int]) -> None:
 
 
 def capture_rng() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """torch, python and numpy RNG states as plain types (checkpoints load with weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_version": 3,
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
 
 
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
 
 
 def reduce_metrics(metrics: dict[str, float]) -> dict[str, float]:

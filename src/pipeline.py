@@ -196,10 +196,11 @@ def resume_path(cfg: Config, paths: RunPaths) -> str | None:
     from kimi_rl.config import ConfigError
 
     if cfg.run.resume == "auto":
-        last = paths.checkpoints / "last.ckpt"
-        if not last.exists():
+        # a kill between the two renames of a save leaves only previous.ckpt
+        found = [p for p in (paths.checkpoints / "last.ckpt", paths.checkpoints / "previous.ckpt") if p.exists()]
+        if not found:
             return None
-        path = last
+        path = found[0]
     else:
         path = Path(cfg.run.resume)
         if not path.exists():
