@@ -17,6 +17,7 @@ help:
 	@echo "make train        SFT warm-up (cached) then RL on the built-in task"
 	@echo "make sft          long-CoT SFT warm-up only"
 	@echo "make eval         evaluate a model folder (ARGS='model.path=...')"
+	@echo "make long2short   four short models from the default run, compared (accuracy vs tokens)"
 	@echo "make test         the whole test suite"
 	@echo "make bench        benchmarks (figures, not tests)"
 	@echo "make tensorboard  serve runs/ on http://localhost:6006"
@@ -55,6 +56,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+long2short: $(STAMP)
+	$(BIN)/kimi-rl long2short $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/kimi-rl bench $(ARGS)

@@ -11,6 +11,9 @@ COMMANDS = {
     "train": "SFT warm-up (cached) then RL; held-out accuracy before and after",
     "eval": "evaluate model folders on a dataset",
     "import-smollm2": "write SmolLM2-135M-Instruct (offline) as an HF folder [OUT=runs/models/smollm2]",
+    "merge": "average two HF model folders: merge LONG SHORT OUT [WEIGHT of LONG, default 0.5]",
+    "long2short": "four short models (merge, merge+SRS, DPO, RL) from the run's long-CoT model, compared",
+    "bench": "benchmarks: partial vs full rollouts, sandbox starts/s [KEY=VALUE, sandbox.KEY=VALUE]",
 }
 
 
@@ -68,6 +71,51 @@ def cmd_import_smollm2(overrides: list[str]) -> int:
     return import_main(overrides or ["runs/models/smollm2"])
 
 
+def cmd_merge(args: list[str]) -> int:
+    """``kimi-rl merge LONG SHORT OUT [WEIGHT]``: ``WEIGHT * long + (1 - WEIGHT) * short`` into OUT."""
+    from kimi_rl.long2short import merge_models
+    from kimi_rl.modeling import check_model_folder
+
+    if len(args) not in (3, 4):
+        raise ConfigError(f"merge takes LONG SHORT OUT [WEIGHT] (model folders, weight of LONG), got {args}")
+    long_dir, short_dir = check_model_folder(args[0], "LONG"), check_model_folder(args[1], "SHORT")
+    try:
+        weight = float(args[3]) if len(args) == 4 else 0.5
+    except ValueError:
+        raise ConfigError(f"WEIGHT: '{args[3]}' is not a number in [0, 1]") from None
+    try:
+        out = merge_models(long_dir, short_dir, args[2], weight)
+    except ValueError as e:
+        print(f"kimi-rl merge: {e}", file=sys.stderr)
+        return 2
+    print(f"[kimi-rl] merged {weight} x {long_dir} + {1 - weight:g} x {short_dir} -> {out}")
+    return 0
+
+
+def cmd_bench(overrides: list[str]) -> int:
+    """``kimi-rl bench [KEY=VALUE ...] [sandbox.KEY=VALUE ...]`` (see kimi_rl.bench)."""
+    from kimi_rl.bench import main as bench_main
+
+    return bench_main(overrides)
+
+
+def cmd_long2short(overrides: list[str]) -> int:
+    """``kimi-rl long2short [overrides] [long2short.KEY=VALUE]`` (see kimi_rl.long2short_stages)."""
+    from kimi_rl.config_loader import load_config
+    from kimi_rl.evaluate import format_table
+    from kimi_rl.long2short_report import format_rows
+    from kimi_rl.long2short_stages import run_long2short, split_overrides
+    from kimi_rl.pipeline import log
+
+    rest, opts = split_overrides(overrides)
+    cfg = load_config(rest)
+    report = run_long2short(cfg, opts)
+    log(f"held-out pass@1 over {cfg.eval.samples} samples at T={cfg.eval.temperature}:\n" + format_rows(report.rows))
+    log("per level:\n" + format_table(report.results))
+    log(f"table: {report.table_path}\nplot: {report.plot_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kimi-rl",
@@ -78,12 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("overrides", nargs="*", help="config overrides")
     args = parser.parse_args(argv)
-    handlers = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "import-smollm2": cmd_import_smollm2}
+    handlers = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "import-smollm2": cmd_import_smollm2,
+                "merge": cmd_merge, "long2short": cmd_long2short, "bench": cmd_bench}
     try:
         return handlers[args.command](args.overrides)
     except ConfigError as e:
         print(f"kimi-rl: config error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # errors that speak to the user: bad data rows, an engine that cannot start
+        if type(e).__name__ in USER_ERRORS:
+            print(f"kimi-rl: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+USER_ERRORS = {"EngineError", "DataFileError", "CodeTaskError", "SandboxUnavailable"}
+"""Exceptions reported as one line (exit code 2) instead of a traceback."""
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ class Long2ShortRow:
 @dataclass
 class Long2ShortReport:
     rows: list[Long2ShortRow]
+    results: dict[str, EvalResult]
+    """Every model's full held-out evaluation, by method."""
     table_path: Path
     plot_path: Path
 
@@ -89,4 +91,4 @@ def write_report(folder: Path, models: dict[str, Path], results: dict[str, EvalR
     table.write_text(json.dumps({"rows": [asdict(r) for r in rows],
                                  "eval": {k: v.to_dict() for k, v in results.items()}}, indent=1))
     plot = plot_accuracy_vs_tokens(rows, folder / "accuracy_vs_tokens.png")
-    return Long2ShortReport(rows=rows, table_path=table, plot_path=plot)
+    return Long2ShortReport(rows=rows, results=results, table_path=table, plot_path=plot)

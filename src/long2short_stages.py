@@ -32,13 +32,13 @@ class Long2ShortConfig:
     """Short models to build: merge | merge_srs | dpo | rl."""
     merge_weight: float = 0.5
     """Model merging: weight of the long-CoT model (the paper averages: 0.5)."""
-    problems: int = 64
+    problems: int = 32
     """Training problems sampled for shortest rejection sampling and DPO."""
     samples_per_problem: int = 8
     """n responses per problem from the long-CoT model (paper: 8)."""
     temperature: float = 1.0
     """Sampling temperature of those responses."""
-    sft_steps: int = 40
+    sft_steps: int = 30
     """merge_srs: SFT steps on the shortest correct responses."""
     sft_lr: float = 5e-4
     """merge_srs: peak SFT learning rate (warm-up, cosine decay)."""
@@ -48,14 +48,18 @@ class Long2ShortConfig:
     """DPO: a correct response at least this many times longer than the chosen one is rejected."""
     dpo_beta: float = 0.1
     """DPO: beta of the loss."""
-    dpo_lr: float = 3e-4
+    dpo_lr: float = 5e-5
     """DPO: AdamW learning rate."""
-    dpo_steps: int = 40
+    dpo_steps: int = 20
     """DPO: optimizer steps."""
     dpo_pairs_per_step: int = 8
     """DPO: preference pairs per step."""
-    rl_iterations: int = 10
+    rl_iterations: int = 8
     """Long2short RL: iterations from the long-CoT model."""
+    rl_prompts_per_iteration: int = 8
+    """Long2short RL: prompts per iteration (``rollout.samples_per_prompt`` samples each)."""
+    eval_max_problems_per_level: Optional[int] = 25
+    """The comparison of all models: held-out problems per level (null: ``eval.max_problems_per_level``)."""
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -64,11 +68,14 @@ class Long2ShortConfig:
         if not 0.0 <= self.merge_weight <= 1.0:
             raise ConfigError(f"long2short.merge_weight: must be in [0, 1], got {self.merge_weight}")
         for key in ("problems", "samples_per_problem", "sft_steps", "dpo_steps", "dpo_pairs_per_step",
-                    "rl_iterations"):
+                    "rl_iterations", "rl_prompts_per_iteration"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"long2short.{key}: must be >= 1, got {getattr(self, key)}")
         if self.dpo_ratio <= 1.0:
             raise ConfigError(f"long2short.dpo_ratio: must be > 1, got {self.dpo_ratio}")
+        if self.eval_max_problems_per_level is not None and self.eval_max_problems_per_level < 1:
+            raise ConfigError(f"long2short.eval_max_problems_per_level: must be >= 1 or null, "
+                              f"got {self.eval_max_problems_per_level}")
         if self.sft_tokens_per_step < 64:
             raise ConfigError(f"long2short.sft_tokens_per_step: must be >= 64, got {self.sft_tokens_per_step}")
 
@@ -88,8 +95,11 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], Long2ShortConf
     except OmegaConfBaseException as e:
         if isinstance(e.__cause__, ConfigError):
             raise e.__cause__ from None
+        key = getattr(e, "full_key", None)
+        if key and key in {f.name for f in dataclasses.fields(Long2ShortConfig)}:
+            raise ConfigError(f"long2short.{key}: {str(e.msg).splitlines()[0]}") from None
         keys = ", ".join(f"long2short.{f.name}" for f in dataclasses.fields(Long2ShortConfig))
-        raise ConfigError(f"long2short: {str(e).splitlines()[0]} (keys: {keys})") from None
+        raise ConfigError(f"long2short: {str(e).splitlines()[0]}; valid keys: {keys}") from None
 
 
 # ---------------------------------------------------------------- shortest rejection sampling + SFT
@@ -171,8 +181,11 @@ class Long2ShortRun:
         return RunPaths(self.cfg.run.dir, f"{self.cfg.run.name}/long2short/{method}")
 
     def key(self, method: str, *extra) -> str:
-        """What a method's result depends on: both input models' files, the config and ``extra``."""
-        return config_hash(method, _fingerprint(self.long_dir), _fingerprint(self.short_dir), self.cfg, *extra)
+        """What a method's result depends on: both input models' files, the config sections that shape
+        training data and updates (not ``eval``), and ``extra``."""
+        c = self.cfg
+        return config_hash(method, _fingerprint(self.long_dir), _fingerprint(self.short_dir), c.run.seed, c.model,
+                           c.data, c.rollout, c.algo, c.phase, c.trainer.precision, *extra)
 
     def long_samples(self) -> ScoredProblems:
         """n scored samples per picked training problem from the long-CoT model (drawn once)."""
@@ -197,6 +210,13 @@ def _cached(folder: Path, key: str) -> bool:
     return is_done(folder) and json.loads((folder / DONE).read_text() or "{}").get("key") == key
 
 
+def _require_data(count: int, what: str, opts: Long2ShortConfig) -> None:
+    if count == 0:
+        raise ConfigError(f"long2short.problems: 0 {what} from {opts.problems} problems x "
+                          f"{opts.samples_per_problem} samples; raise long2short.problems or "
+                          f"long2short.samples_per_problem, or train the long model further")
+
+
 def build_merge(run: Long2ShortRun) -> Path:
     """(a) ``merge_weight * long + (1 - merge_weight) * SFT warm-up``."""
     out, key = run.method_paths("merge").final_model, run.key("merge", run.opts.merge_weight)
@@ -218,10 +238,11 @@ def build_merge_srs(run: Long2ShortRun) -> Path:
         scored = run.long_samples()
         srs = shortest_rejection_sampling(scored.problems, scored.samples)
         write_jsonl(srs.rows, paths.root / "srs.jsonl")
+        _require_data(len(srs.rows), "SFT rows (no problem had a correct sample)", run.opts)
         run_rows_sft(merged, srs.rows, paths.final_model, run.cfg, paths.root, o.sft_steps, o.sft_lr,
                      o.sft_tokens_per_step)
         mark_done(paths.final_model, {"key": key, "rows": len(srs.rows),
-                                         "skipped_no_correct": srs.skipped_no_correct})
+                                      "skipped_no_correct": srs.skipped_no_correct})
     return paths.final_model
 
 
@@ -237,10 +258,11 @@ def build_dpo(run: Long2ShortRun) -> Path:
         scored = run.long_samples()
         pairs = dpo_rows(scored.problems, scored.samples, o.dpo_ratio)
         write_jsonl(pairs.rows, paths.root / "pairs.jsonl")
+        _require_data(len(pairs.rows), "DPO pairs (no problem had a correct and a longer sample)", run.opts)
         run_dpo(run.long_dir, pairs.rows, paths.final_model, run.cfg, paths.root, o.dpo_beta, o.dpo_lr,
                 o.dpo_steps, o.dpo_pairs_per_step)
         mark_done(paths.final_model, {"key": key, "pairs": len(pairs.rows),
-                                         "skipped_no_pairs": pairs.skipped_no_pairs})
+                                      "skipped_no_pairs": pairs.skipped_no_pairs})
     return paths.final_model
 
 
@@ -254,7 +276,8 @@ def long2short_rl_config(cfg: Config, opts: Long2ShortConfig) -> Config:
         run=dataclasses.replace(cfg.run, name=f"{cfg.run.name}/long2short/rl", resume=None),
         algo=dataclasses.replace(cfg.algo, len_reward_weight=cfg.phase.long2short_len_reward_weight,
                                  len_warmup_iterations=0, len_schedule="constant"),
-        rollout=shortened(cfg.rollout, cfg.phase.long2short_max_response_tokens),
+        rollout=dataclasses.replace(shortened(cfg.rollout, cfg.phase.long2short_max_response_tokens),
+                                    prompts_per_iteration=opts.rl_prompts_per_iteration),
         rl=dataclasses.replace(cfg.rl, iterations=opts.rl_iterations, checkpoint_every=0, eval_every=0),
         # run_rl's own before/after check stays small: all models are evaluated alike afterwards
         eval=dataclasses.replace(cfg.eval, samples=1, max_problems_per_level=2),
@@ -266,7 +289,7 @@ def build_rl(run: Long2ShortRun) -> Path:
     from kimi_rl.pipeline import run_rl
 
     paths = run.method_paths("rl")
-    key = run.key("rl", run.opts.rl_iterations)
+    key = run.key("rl", run.opts.rl_iterations, run.opts.rl_prompts_per_iteration)
     if not _cached(paths.final_model, key):
         run_rl(long2short_rl_config(run.cfg, run.opts), paths, run.task, run.long_dir)
         info = json.loads((paths.final_model / DONE).read_text() or "{}")
@@ -299,10 +322,13 @@ def input_models(cfg: Config) -> tuple[Path, Path]:
     return paths.final_model, warmup / "model"
 
 
-def run_long2short(cfg: Config, opts: Long2ShortConfig):
+def run_long2short(cfg: Config, opts: Long2ShortConfig, long_dir: Optional[Path] = None,
+                   short_dir: Optional[Path] = None):
     """Build ``opts.methods`` from the run's long-CoT model into ``runs/<name>/long2short/<method>/``
     (finished ones are reused while their inputs and settings are unchanged), evaluate the long model and
-    each short one on the held-out split, and write the table and plot; returns the Long2ShortReport."""
+    each short one on the held-out split, and write the table and plot; returns the Long2ShortReport.
+
+    ``long_dir`` / ``short_dir`` replace the run's models (``input_models``) when both are given."""
     from omegaconf import OmegaConf
 
     from kimi_rl.config_loader import save_config
@@ -312,7 +338,8 @@ def run_long2short(cfg: Config, opts: Long2ShortConfig):
 
     if cfg.trainer.devices * cfg.trainer.num_nodes > 1:
         raise ConfigError("trainer.devices: long2short runs in one process; use trainer.devices=1")
-    long_dir, short_dir = input_models(cfg)
+    if long_dir is None or short_dir is None:
+        long_dir, short_dir = input_models(cfg)
     run = Long2ShortRun(cfg, opts, load_task(cfg.data, cfg.run.seed), long_dir, short_dir)
     save_config(cfg, run.root / "config.yaml")
     (run.root / "long2short.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(opts)))
@@ -323,5 +350,7 @@ def run_long2short(cfg: Config, opts: Long2ShortConfig):
         models[method] = BUILDERS[method](run)
         details[method] = json.loads((models[method] / DONE).read_text() or "{}")
         log(f"long2short: {method} ready in {time.perf_counter() - t0:.0f} s: {models[method]}")
-    results = {name: evaluate_folder(cfg, folder, run.task, name) for name, folder in models.items()}
+    eval_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(
+        cfg.eval, max_problems_per_level=opts.eval_max_problems_per_level or cfg.eval.max_problems_per_level))
+    results = {name: evaluate_folder(eval_cfg, folder, run.task, name) for name, folder in models.items()}
     return write_report(run.root, models, results, details)

@@ -131,8 +131,8 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     """k1.5 RL from the HF folder ``init_dir``; returns (final model folder, HeldoutEval results)."""
     import lightning as L
 
-    from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, LengthPenaltySchedule, PartialRollout,
-                                   SampleLogger, SaveHFModel, WeightSync)
+    from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, LengthPenaltySchedule, Long2ShortPhase,
+                                   PartialRollout, SampleLogger, SaveHFModel, WeightSync)
     from kimi_rl.datamodule import PromptDataModule
     from kimi_rl.module import KimiRLModule
     from kimi_rl.prompts import encode_prompts
@@ -152,13 +152,18 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     module = KimiRLModule(load_model(init_dir, cfg.model.dtype), cfg.algo)
     dm = PromptDataModule(task, tok, cfg.data, cfg.run.seed)
     rollout = PartialRollout(cfg.rollout, cfg.algo, cfg.model, init_dir, verifier, cfg.run.seed, max_len)
-    callbacks = [
+    heldout_eval = HeldoutEval(rollout, heldout, heldout_prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
+                               eval_tokens, cfg.rl.eval_every)
+    phase = [] if cfg.phase.long2short_at_iteration is None else [Long2ShortPhase(
+        cfg.phase.long2short_at_iteration, cfg.phase.long2short_max_response_tokens,
+        cfg.phase.long2short_len_reward_weight)]
+    callbacks = [  # order matters: the length weight and the phase are set before rollouts are scored
         LengthPenaltySchedule(cfg.algo.len_reward_weight, cfg.algo.len_warmup_iterations, cfg.algo.len_schedule,
                               cfg.algo.len_ramp_iterations),
+        *phase,
         rollout,
         WeightSync(rollout, cfg.rollout.weight_sync),
-        HeldoutEval(rollout, heldout, heldout_prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
-                    eval_tokens, cfg.rl.eval_every),
+        heldout_eval,
         SampleLogger(cfg.rl.sample_log_every),
         IterationCheckpoint(paths.checkpoints, cfg.rl.checkpoint_every),
         SaveHFModel(paths.final_model, tok),
@@ -173,7 +178,7 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
         mark_done(paths.final_model, {"seconds": time.perf_counter() - t0, "iterations": module.iteration})
     trainer.strategy.barrier()
     log(f"RL done: {module.iteration} iterations in {time.perf_counter() - t0:.0f} s -> {paths.final_model}")
-    return paths.final_model, callbacks[3].results
+    return paths.final_model, heldout_eval.results
 
 
 def save_policy(model, tokenizer, folder: Path, is_rank_zero: bool) -> None:
