@@ -44,6 +44,8 @@ class ModelEval:
     spec: ModelSpec
     result: "EvalResult"  # noqa: F821 - kimi_rl.evaluate.EvalResult, imported lazily
     seconds: float
+    outcomes: dict | None = None
+    """The verifier's outcome counts for this model (correct / wrong / no_answer / ...), when it keeps them."""
 
 
 def model_name(path: str | Path) -> str:
@@ -154,6 +156,17 @@ def dataset_name(data: DataConfig) -> str:
     return Path(data.path).stem if data.source == "file" and data.path else data.source
 
 
+def _pop_outcomes(verifier) -> dict | None:
+    """Outcome counts since the last call: ``pop_stats()`` (code) or ``stats`` + ``reset_stats()`` (math)."""
+    if hasattr(verifier, "pop_stats"):
+        return dict(verifier.pop_stats())
+    if hasattr(verifier, "stats") and hasattr(verifier, "reset_stats"):
+        stats = dict(verifier.stats)
+        verifier.reset_stats()
+        return stats
+    return None
+
+
 def evaluate_model(cfg: Config, spec: ModelSpec, problems: list[Problem], verifier) -> ModelEval:
     """One engine on ``spec.path`` (closed after use): n samples per problem, verified on this thread."""
     from kimi_rl.evaluate import evaluate
@@ -162,6 +175,7 @@ def evaluate_model(cfg: Config, spec: ModelSpec, problems: list[Problem], verifi
     from kimi_rl.rollout import build_engine
 
     t0 = time.perf_counter()
+    _pop_outcomes(verifier)
     tok = load_tokenizer(spec.path)
     prompts = encode_prompts(problems, tok, cfg.data)
     max_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
@@ -173,7 +187,7 @@ def evaluate_model(cfg: Config, spec: ModelSpec, problems: list[Problem], verifi
         close = getattr(engine, "close", None)
         if close:
             close()
-    return ModelEval(spec, result, time.perf_counter() - t0)
+    return ModelEval(spec, result, time.perf_counter() - t0, _pop_outcomes(verifier))
 
 
 def report_dict(cfg: Config, dataset: str, split: str, verifier: str, evals: list[ModelEval]) -> dict:
@@ -187,7 +201,8 @@ def report_dict(cfg: Config, dataset: str, split: str, verifier: str, evals: lis
         "max_response_tokens": cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens,
         "engine": cfg.rollout.engine,
         "dtype": cfg.model.dtype,
-        "models": {e.spec.name: {"path": str(e.spec.path), "seconds": round(e.seconds, 2), **e.result.to_dict()}
+        "models": {e.spec.name: {"path": str(e.spec.path), "seconds": round(e.seconds, 2),
+                                 **e.result.to_dict(), "verifier_outcomes": e.outcomes}
                    for e in evals},
     }
 
@@ -232,6 +247,10 @@ def plot_accuracy_vs_tokens(path: Path, dataset: str, evals: list[ModelEval]) ->
     n = evals[0].result.samples if evals else 1
     ax.set(xlabel="mean response tokens", ylabel=f"pass@1 (%, mean of {n} samples)",
            title=f"{dataset}: accuracy vs. response length")
+    top_y = max([100 * e.result.accuracy for e in evals] + [4.0])
+    top_x = max([e.result.mean_tokens for e in evals] + [1.0])
+    ax.set_ylim(0, 1.15 * top_y)
+    ax.set_xlim(0, 1.15 * top_x)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(str(path), dpi=120)
@@ -249,6 +268,8 @@ def _load_problems(cfg: Config, split: str):
     except (DataFileError, CodeTaskError, FileNotFoundError, ImportError) as e:
         raise ConfigError(f"data ({dataset_name(cfg.data)}): {e}") from None
     problems = select_problems(task.train, task.heldout, split, cfg.eval.max_problems_per_level)
+    if not problems:
+        raise ConfigError(f"eval.max_problems_per_level={cfg.eval.max_problems_per_level}: no problems to evaluate")
     return problems, task.verifier
 
 

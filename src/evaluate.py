@@ -1,7 +1,7 @@
 """Evaluation of a model folder: pass@1 / unbiased pass@k over n samples, majority vote, tokens, per level.
 
-Figures come from the torchmetrics classes of ``kimi_rl.metrics``; majority vote groups answers by their
-exact text (whitespace removed), not by mathematical equivalence as a grader would.
+Figures come from the torchmetrics classes of ``kimi_rl.metrics``; majority vote groups wrong answers by
+their text (whitespace removed), not by mathematical equivalence, and all verified-correct ones together.
 """
 from __future__ import annotations
 
@@ -35,16 +35,21 @@ class EvalResult:
     problems: int = 0
 
     def to_dict(self) -> dict:
+        """Plain JSON values, floats rounded to 6 decimals (the metrics compute in float32)."""
         return {
-            "accuracy": self.accuracy,
-            "mean_tokens": self.mean_tokens,
+            "accuracy": _round(self.accuracy),
+            "mean_tokens": _round(self.mean_tokens),
             "samples": self.samples,
             "problems": self.problems,
-            "pass_at_k": {str(k): v for k, v in sorted(self.pass_at_k.items())},
-            "majority_vote": self.majority,
-            "p95_tokens": self.p95_tokens,
-            "per_level": {str(k): vars(v) for k, v in sorted(self.per_level.items())},
+            "pass_at_k": {str(k): _round(v) for k, v in sorted(self.pass_at_k.items())},
+            "majority_vote": _round(self.majority),
+            "p95_tokens": _round(self.p95_tokens),
+            "per_level": {str(k): {f: _round(x) for f, x in vars(v).items()} for k, v in sorted(self.per_level.items())},
         }
+
+
+def _round(x):
+    return round(x, 6) if isinstance(x, float) else x
 
 
 def pass_k_values(n: int) -> list[int]:
@@ -74,6 +79,20 @@ def answer_key(response: str) -> str | None:
     if found is None:
         found = extract_code(response)
     return None if found is None else "".join(found.split())
+
+
+def vote_keys(texts: Sequence[str], correct: Sequence[float], reference: str) -> list[str | None]:
+    """Majority-vote answers of one problem's samples: verified-correct samples form one class (the
+    verifier found each equal to the reference), named after the first one's ``answer_key`` (else the
+    reference), so an unboxed but correct answer still votes; wrong ones are grouped by ``answer_key``.
+
+    >>> vote_keys([r"\\boxed{0.5}", "it is 1/2", r"\\boxed{3}"], [1.0, 1.0, 0.0], "1/2")
+    ['0.5', '0.5', '3']
+    """
+    keys = [answer_key(t) for t in texts]
+    right = [k for k, c in zip(keys, correct) if c > 0.5 and k is not None]
+    name = right[0] if right else "".join(reference.split())
+    return [name if c > 0.5 else k for k, c in zip(keys, correct)]
 
 
 def _item(x) -> float:
@@ -145,7 +164,7 @@ def evaluate(engine, tokenizer, problems: Sequence[Problem], prompts: list[list[
         correct.append([float(s > 0.5) for s in flat_score[pos : pos + len(ts)]])
         pos += len(ts)
     lengths = [[len(g.token_ids) for g in gs] for gs in gens]
-    answers = [[answer_key(t) for t in ts] for ts in texts]
+    answers = [vote_keys(ts, cs, p.answer) for ts, cs, p in zip(texts, correct, problems)]
     return score_problems(problems, lengths, correct, samples, answers)
 
 
