@@ -86,7 +86,8 @@ def parse_overrides(overrides: list[str], groups: dict[str, list[str]]) -> tuple
 
 
 def compose(overrides: list[str] | None = None, conf_dir: Path | None = None) -> DictConfig:
-    """Merge defaults, chosen group files, config.yaml's body and key overrides (in that order)."""
+    """Merge config.yaml's body, the chosen group files (each file's own section, then the keys it sets in
+    other sections) and key overrides, in that order: later wins."""
     conf_dir = conf_dir or default_conf_dir()
     if not (conf_dir / "config.yaml").is_file():
         raise ConfigError(f"{conf_dir}/config.yaml not found (set KIMI_RL_CONF to the conf folder)")
@@ -102,12 +103,23 @@ def compose(overrides: list[str] | None = None, conf_dir: Path | None = None) ->
     selected.update(choices)
 
     cfg: DictConfig = OmegaConf.structured(Config)
+    cfg = _merge(cfg, root, str(conf_dir / "config.yaml"))
+    files: list[tuple[str, Path, dict]] = []
     for group, name in selected.items():
         path = conf_dir / group / f"{name}.yaml"
         if not path.is_file():
             raise ConfigError(f"{conf_dir}/config.yaml: default {group}: {name} but {path} is missing")
-        cfg = _merge(cfg, _read_yaml(path), str(path))
-    cfg = _merge(cfg, root, str(conf_dir / "config.yaml"))
+        files.append((group, path, _read_yaml(path)))
+    # A group file's own section first, then what it sets in other sections, so that e.g. model=smollm2's
+    # rollout keys win over conf/rollout/vllm.yaml whatever the order of the defaults list.
+    for group, path, body in files:
+        own = {k: v for k, v in body.items() if k == group}
+        if own:
+            cfg = _merge(cfg, own, str(path))
+    for group, path, body in files:
+        foreign = {k: v for k, v in body.items() if k != group}
+        if foreign:
+            cfg = _merge(cfg, foreign, str(path))
     for item in key_overrides:
         try:
             dot = OmegaConf.from_dotlist([item])

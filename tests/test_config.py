@@ -26,6 +26,21 @@ def test_group_choice_and_key_override():
     assert (cfg.algo.loss, cfg.algo.clip_eps, cfg.data.levels, cfg.rollout.engine) == ("grpo", 0.3, [2, 3], "hf")
 
 
+def test_group_file_keys_in_other_sections_win_over_that_sections_file(tmp_path):
+    """model=X may set rollout keys: they beat conf/rollout/<default>.yaml whatever the defaults order."""
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "rollout").mkdir()
+    (conf / "config.yaml").write_text("defaults:\n  - model: big\n  - rollout: fast\nrollout:\n  temperature: 0.5\n")
+    (conf / "model" / "big.yaml").write_text("model:\n  hidden_size: 64\nrollout:\n  max_response_tokens: 77\n")
+    (conf / "rollout" / "fast.yaml").write_text("rollout:\n  max_response_tokens: 999\n  top_p: 0.9\n")
+    cfg = load_config([], conf)
+    assert cfg.rollout.max_response_tokens == 77  # model file's foreign key wins
+    assert cfg.rollout.top_p == 0.9 and cfg.model.hidden_size == 64
+    assert cfg.rollout.temperature == 0.5  # config.yaml body where no group file sets the key
+    assert load_config(["rollout.max_response_tokens=5"], conf).rollout.max_response_tokens == 5
+
+
 def test_every_yaml_key_is_a_config_field():
     """conf/config.yaml keys exist in the dataclasses (a typo would fail here, not hours in)."""
     from omegaconf import OmegaConf
