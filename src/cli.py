@@ -13,6 +13,7 @@ COMMANDS = {
     "import-smollm2": "write SmolLM2-135M-Instruct (offline) as an HF folder [OUT=runs/models/smollm2]",
     "merge": "average two HF model folders: merge LONG SHORT OUT [WEIGHT of LONG, default 0.5]",
     "long2short": "four short models (merge, merge+SRS, DPO, RL) from the run's long-CoT model, compared",
+    "difficulty": "label a problem file's difficulty by a model's pass rate over n samples [difficulty.KEY=VALUE]",
     "bench": "benchmarks: partial vs full rollouts, sandbox starts/s [KEY=VALUE, sandbox.KEY=VALUE]",
 }
 
@@ -99,6 +100,13 @@ def cmd_bench(overrides: list[str]) -> int:
     return bench_main(overrides)
 
 
+def cmd_difficulty(overrides: list[str]) -> int:
+    """``kimi-rl difficulty [overrides] [difficulty.KEY=VALUE]`` (see kimi_rl.difficulty)."""
+    from kimi_rl.difficulty import run_difficulty
+
+    return run_difficulty(overrides)
+
+
 def cmd_long2short(overrides: list[str]) -> int:
     """``kimi-rl long2short [overrides] [long2short.KEY=VALUE]`` (see kimi_rl.long2short_stages)."""
     from kimi_rl.config_loader import load_config
@@ -127,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides")
     args = parser.parse_args(argv)
     handlers = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "import-smollm2": cmd_import_smollm2,
-                "merge": cmd_merge, "long2short": cmd_long2short, "bench": cmd_bench}
+                "merge": cmd_merge, "long2short": cmd_long2short, "bench": cmd_bench,
+                "difficulty": cmd_difficulty}
     try:
         return handlers[args.command](args.overrides)
     except ConfigError as e:

@@ -1,0 +1,348 @@
+"""``kimi-rl difficulty``: model-based difficulty labels (k1.5 section 2.3.4) written into a problem file.
+
+Departs from the paper: levels are fixed equal-width bins of the failure rate over n samples of one model
+(the paper only says "pass rate over n samples"); every row is labelled, training and held-out alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+from kimi_rl.config import Config, ConfigError
+from kimi_rl.tasks.base import Problem
+
+_SKIP_HINT = " (set data.skip_bad_rows to skip such rows)"
+
+
+@dataclass
+class DifficultyConfig:
+    """Settings of ``kimi-rl difficulty`` (given as ``difficulty.KEY=VALUE``); the data, prompt, verifier,
+    engine, temperature (``eval.temperature``) and response cap come from the main config."""
+
+    out: Optional[str] = None
+    """Output file (same format as ``data.path``); null: ``<input stem>.difficulty<ext>`` next to the input."""
+    samples: int = 8
+    """n: responses sampled per problem; the pass rate is correct / n."""
+    levels: int = 3
+    """L: difficulty levels 1 (easy, always solved) .. L (hard, never solved)."""
+    model: Optional[str] = None
+    """Model folder that samples (null: ``model.path``)."""
+    overwrite: bool = False
+    """Allow ``out`` to be the input file itself (needs ``out`` set to that path explicitly)."""
+    pass_rate_field: str = "pass_rate"
+    """Column that receives the pass rate (the level goes to ``data.difficulty_field``)."""
+    batch_problems: int = 128
+    """Problems sent to the engine per call (progress is reported per call)."""
+
+    def __post_init__(self) -> None:
+        for key in ("samples", "levels", "batch_problems"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"difficulty.{key}: must be >= 1, got {getattr(self, key)}")
+        if not self.pass_rate_field.strip():
+            raise ConfigError("difficulty.pass_rate_field: must be a non-empty field name")
+
+
+class DifficultyWords(NamedTuple):
+    overrides: list[str]
+    """Config overrides for ``load_config``."""
+    options: DifficultyConfig
+
+
+class SampleCount(NamedTuple):
+    correct: int
+    samples: int
+
+
+class Label(NamedTuple):
+    pass_rate: float
+    level: int
+
+
+@dataclass(frozen=True)
+class LevelSummary:
+    problems: dict[int, int]
+    """Level -> rows labelled with it (every level 1..L, zeros included)."""
+    mean_pass_rate: dict[int, float]
+    """Level -> mean pass rate of its rows (absent for empty levels)."""
+    overall_pass_rate: float
+
+
+@dataclass(frozen=True)
+class DifficultyReport:
+    out: Path
+    rows: int
+    samples: int
+    summary: LevelSummary
+
+
+def split_difficulty_words(words: Sequence[str]) -> DifficultyWords:
+    """CLI words: ``difficulty.KEY=VALUE`` into a checked DifficultyConfig, the rest for ``load_config``."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    mine = [w[len("difficulty."):] for w in words if w.startswith("difficulty.")]
+    rest = [w for w in words if not w.startswith("difficulty.")]
+    keys = [f.name for f in dataclasses.fields(DifficultyConfig)]
+    unknown = [w.partition("=")[0] for w in mine if w.partition("=")[0] not in keys]
+    if unknown:
+        raise ConfigError(f"difficulty.{unknown[0]}: unknown key; valid keys: "
+                          + ", ".join(f"difficulty.{k}" for k in keys))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(DifficultyConfig), OmegaConf.from_dotlist(mine))
+        return DifficultyWords(rest, OmegaConf.to_object(merged))
+    except OmegaConfBaseException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise e.__cause__ from None
+        key = getattr(e, "full_key", None) or "difficulty"
+        raise ConfigError(f"difficulty.{key}: {str(getattr(e, 'msg', e)).splitlines()[0]}") from None
+
+
+def difficulty_level(pass_rate: float, levels: int) -> int:
+    """Level from a pass rate by equal-width bins of the failure rate:
+    ``level = min(1 + floor((1 - p) * L), L)``, so p = 1 is level 1 (easy) and p = 0 is level L (hard).
+
+    ``(1 - p) * L`` is rounded to 9 decimals first so that float noise (1 - 0.9 = 0.0999...) does not
+    move a pass rate that sits on a bin edge into the easier bin.
+
+    >>> [difficulty_level(p, 3) for p in (1.0, 0.7, 2 / 3, 0.5, 1 / 3, 0.0)]
+    [1, 1, 2, 2, 3, 3]
+    """
+    if not 0.0 <= pass_rate <= 1.0:
+        raise ValueError(f"pass rate must be in [0, 1], got {pass_rate}")
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    return min(1 + math.floor(round((1.0 - pass_rate) * levels, 9)), levels)
+
+
+def labels_from_counts(counts: Sequence[SampleCount], levels: int) -> list[Label]:
+    """Per problem: pass rate ``p = correct / n`` and its ``difficulty_level(p, L)``."""
+    out = []
+    for c in counts:
+        if c.samples < 1 or not 0 <= c.correct <= c.samples:
+            raise ValueError(f"bad count {c}: need 0 <= correct <= samples and samples >= 1")
+        p = c.correct / c.samples
+        out.append(Label(pass_rate=p, level=difficulty_level(p, levels)))
+    return out
+
+
+def label_rows(rows: Sequence[dict], labels: Sequence[Label], difficulty_field: str,
+               pass_rate_field: str) -> list[dict]:
+    """Copies of ``rows`` with ``difficulty_field`` = level and ``pass_rate_field`` = pass rate; every
+    other field, the field order (a new field goes last) and the row order kept."""
+    if len(rows) != len(labels):
+        raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
+    return [{**row, difficulty_field: lab.level, pass_rate_field: lab.pass_rate} for row, lab in zip(rows, labels)]
+
+
+def summarize(labels: Sequence[Label], levels: int) -> LevelSummary:
+    """Rows per level (1..L) and mean pass rate per level and overall."""
+    by_level = {lv: [lab.pass_rate for lab in labels if lab.level == lv] for lv in range(1, levels + 1)}
+    return LevelSummary(
+        problems={lv: len(ps) for lv, ps in by_level.items()},
+        mean_pass_rate={lv: sum(ps) / len(ps) for lv, ps in by_level.items() if ps},
+        overall_pass_rate=sum(lab.pass_rate for lab in labels) / len(labels) if labels else 0.0,
+    )
+
+
+def output_path(data_path: str | Path, out: str | None, overwrite: bool) -> Path:
+    """Where labels go: ``out``, else ``<stem>.difficulty<ext>`` beside the input. Refuses the input itself
+    unless ``out`` names it and ``overwrite`` is set, and a format other than the input's."""
+    src = Path(data_path)
+    dst = Path(out).expanduser() if out else src.with_name(f"{src.stem}.difficulty{src.suffix}")
+    if dst.suffix.lower() != src.suffix.lower():
+        raise ConfigError(f"difficulty.out: '{dst}' must have the input's format ({src.suffix}, like data.path)")
+    if dst.resolve() == src.resolve() and not (out and overwrite):
+        raise ConfigError(f"difficulty.out: '{dst}' is the input file data.path; set difficulty.overwrite=true "
+                          "to replace it, or choose another difficulty.out")
+    return dst
+
+
+# ---------------------------------------------------------------- files
+
+
+def read_rows(path: Path) -> tuple[list[dict], Any]:
+    """Data rows of a .jsonl / .json file (blank JSONL lines dropped, as the loaders do) and the JSON
+    wrapper object (``{"data": [...], ...}``) or None."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".jsonl":
+        return [json.loads(line) for line in text.split("\n") if line.strip()], None
+    data = json.loads(text)
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        return data["data"], data
+    return data, None
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` beside ``path``, then ``os.replace`` so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_rows(path: Path, rows: list[dict], wrapper: Any, suffix: str) -> Path:
+    """JSONL: one object per line; JSON: the list, or the wrapper with its ``data`` replaced."""
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    else:
+        text = json.dumps({**wrapper, "data": rows} if wrapper is not None else rows, ensure_ascii=False, indent=2)
+    return _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_labelled_file(src: Path, dst: Path, labels: Sequence[Label], difficulty_field: str,
+                        pass_rate_field: str) -> Path:
+    """The input file with the two label columns set, in the input's format; Parquet keeps every other
+    column's type and position (a replaced column keeps its position too)."""
+    if src.suffix.lower() != ".parquet":
+        rows, wrapper = read_rows(src)
+        return write_text_rows(dst, label_rows(rows, labels, difficulty_field, pass_rate_field),
+                               wrapper, src.suffix.lower())
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(src)
+    if table.num_rows != len(labels):
+        raise ValueError(f"{src}: {table.num_rows} rows but {len(labels)} labels")
+    columns = {difficulty_field: pa.array([lab.level for lab in labels], pa.int64()),
+               pass_rate_field: pa.array([lab.pass_rate for lab in labels], pa.float64())}
+    for name, column in columns.items():
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, column) if i >= 0 else table.append_column(name, column)
+    return _atomic_write(dst, lambda tmp: pq.write_table(table, tmp))
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def load_file_problems(cfg: Config) -> list[Problem]:
+    """Every row of ``data.path`` as a Problem, in file order (no split, no skipped rows: a label per row)."""
+    from kimi_rl.data import DataFileError, load_problem_file
+    from kimi_rl.tasks.code import CodeTaskError, load_code_problems
+
+    data = cfg.data
+    if not Path(data.path).is_file():
+        raise ConfigError(f"data.path: '{data.path}' does not exist")
+    try:
+        if data.verifier == "code":
+            return list(load_code_problems(data.path, data.question_field).problems)
+        return list(load_problem_file(data.path, data.question_field, data.answer_field,
+                                      data.difficulty_field).problems)
+    except (DataFileError, CodeTaskError) as e:
+        raise ConfigError(f"data.path: {str(e).replace(_SKIP_HINT, '')}; every row gets a label, "
+                          "so every row must load (data.skip_bad_rows does not apply here)") from None
+
+
+def count_correct(engine, tokenizer, problems: Sequence[Problem], prompts: list[list[int]], verifier,
+                  samples: int, temperature: float, max_tokens: int, top_p: float = 1.0,
+                  batch_problems: int = 128, progress: Callable[[int], Any] | None = None) -> list[SampleCount]:
+    """``samples`` responses per problem, ``batch_problems`` prompts per engine call, each verified as in
+    ``kimi_rl.evaluate.evaluate`` (correct: score > 0.5); ``progress(k)`` after each call of k problems."""
+    counts: list[SampleCount] = []
+    for start in range(0, len(problems), batch_problems):
+        batch = problems[start : start + batch_problems]
+        gens = engine.generate(prompts[start : start + batch_problems], max_tokens, samples, temperature, top_p)
+        texts = [[tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gs] for gs in gens]
+        scores = verifier([t for ts in texts for t in ts], [p for p, ts in zip(batch, texts) for _ in ts])
+        pos = 0
+        for ts in texts:
+            counts.append(SampleCount(correct=sum(s > 0.5 for s in scores[pos : pos + len(ts)]), samples=len(ts)))
+            pos += len(ts)
+        if progress is not None:
+            progress(len(batch))
+    return counts
+
+
+def sample_counts(cfg: Config, opts: DifficultyConfig, model_dir: Path, problems: list[Problem]) -> list[SampleCount]:
+    """One engine (``rollout.engine``) on ``model_dir`` and one verifier, both closed after use."""
+    from tqdm import tqdm
+
+    from kimi_rl.modeling import load_tokenizer
+    from kimi_rl.prompts import encode_prompts
+    from kimi_rl.rewards import VERIFIERS
+    from kimi_rl.rollout import build_engine
+    from kimi_rl.tasks import DEFAULT_VERIFIER
+
+    tok = load_tokenizer(model_dir)
+    prompts = encode_prompts(problems, tok, cfg.data)
+    max_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
+    verifier = VERIFIERS.get(cfg.data.verifier or DEFAULT_VERIFIER["file"])()
+    engine = build_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max(map(len, prompts)) + max_tokens)
+    try:
+        with tqdm(total=len(problems), unit="problem", desc="difficulty", dynamic_ncols=True) as bar:
+            return count_correct(engine, tok, problems, prompts, verifier, opts.samples, cfg.eval.temperature,
+                                 max_tokens, cfg.rollout.top_p, opts.batch_problems, bar.update)
+    finally:
+        for obj in (engine, verifier):
+            close = getattr(obj, "close", None)
+            if close:
+                close()
+
+
+class DifficultyInputs(NamedTuple):
+    src: Path
+    """The problem file (``data.path``)."""
+    dst: Path
+    model_dir: Path
+
+
+def check_inputs(cfg: Config, opts: DifficultyConfig) -> DifficultyInputs:
+    """Everything that can fail before a model loads: the data source, the output path, the model folder."""
+    from kimi_rl.modeling import check_model_folder
+
+    if cfg.data.source != "file":
+        raise ConfigError(f"data.source={cfg.data.source}: `kimi-rl difficulty` labels a problem file; "
+                          "set data.source=file and data.path=FILE (e.g. data=gsm8k_small)")
+    src = Path(cfg.data.path)
+    dst = output_path(src, opts.out, opts.overwrite)
+    folder = opts.model or cfg.model.path
+    if not folder:
+        raise ConfigError("no model to sample: give difficulty.model=FOLDER or model.path=FOLDER")
+    model_dir = check_model_folder(folder, key="difficulty.model" if opts.model else "model.path")
+    return DifficultyInputs(src, dst, model_dir)
+
+
+def estimate_difficulty(cfg: Config, opts: DifficultyConfig,
+                        inputs: DifficultyInputs | None = None) -> DifficultyReport:
+    """Label every row of ``data.path`` with its level and pass rate and write the copy to ``inputs.dst``."""
+    inputs = inputs or check_inputs(cfg, opts)
+    problems = load_file_problems(cfg)
+    labels = labels_from_counts(sample_counts(cfg, opts, inputs.model_dir, problems), opts.levels)
+    write_labelled_file(inputs.src, inputs.dst, labels, cfg.data.difficulty_field, opts.pass_rate_field)
+    return DifficultyReport(out=inputs.dst, rows=len(labels), samples=opts.samples,
+                            summary=summarize(labels, opts.levels))
+
+
+def format_report(report: DifficultyReport) -> str:
+    """Rows and mean pass rate per level, the overall mean, and the file written."""
+    s = report.summary
+    lines = [f"{'level':>5} | {'problems':>8} | {'mean pass rate':>14}", "-" * 33]
+    for lv, n in s.problems.items():
+        rate = f"{s.mean_pass_rate[lv]:>14.3f}" if lv in s.mean_pass_rate else f"{'-':>14}"
+        lines.append(f"{lv:>5} | {n:>8} | {rate}")
+    lines += ["-" * 33, f"{'all':>5} | {report.rows:>8} | {s.overall_pass_rate:>14.3f}",
+              f"pass rate over {report.samples} samples per problem; wrote {report.out}"]
+    return "\n".join(lines)
+
+
+def run_difficulty(words: Sequence[str]) -> int:
+    """The ``kimi-rl difficulty`` command; returns the exit code (config and data errors raise ConfigError)."""
+    from kimi_rl.config_loader import load_config
+    from kimi_rl.pipeline import log
+
+    overrides, opts = split_difficulty_words(words)
+    cfg = load_config(overrides)
+    inputs = check_inputs(cfg, opts)
+    log(f"difficulty of {inputs.src} with {inputs.model_dir}: {opts.samples} samples per problem at "
+        f"T={cfg.eval.temperature}, {opts.levels} levels, engine {cfg.rollout.engine}")
+    report = estimate_difficulty(cfg, opts, inputs)
+    log("difficulty levels from pass rates:\n" + format_report(report))
+    return 0
