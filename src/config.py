@@ -180,6 +180,9 @@ class AlgoConfig:
     """Passes over an iteration's rollouts."""
     minibatch_size: int = 64
     """Samples per optimizer step; an iteration takes ceil(samples / minibatch) steps per pass."""
+    minibatch_by: str = "group"
+    """How rows are cut into minibatches: group (whole groups, sorted by length: the group baseline
+    cancels inside each step) | length (rows sorted by length, groups split across steps)."""
     len_reward_weight: float = 0.0
     """Weight of k1.5's length reward after warm-up (0 disables it)."""
     len_warmup_iterations: int = 0
@@ -198,6 +201,7 @@ class AlgoConfig:
         _check(self.lr > 0, "algo.lr", "must be positive")
         _check(self.updates_per_iteration >= 1, "algo.updates_per_iteration", "must be >= 1")
         _check(self.minibatch_size >= 1, "algo.minibatch_size", "must be >= 1")
+        _one_of(self.minibatch_by, "algo.minibatch_by", ("group", "length"))
         _check(self.len_warmup_iterations >= 0, "algo.len_warmup_iterations", "must be >= 0")
         _check(self.len_reward_weight >= 0, "algo.len_reward_weight", "must be >= 0")
         if self.len_schedule == "linear":

@@ -18,7 +18,7 @@ from kimi_rl.config import AlgoConfig, ConfigError
 from kimi_rl.distributed import (data_parallel_mesh, gather_rank_states, is_distributed, max_across_ranks,
                                  pick_rank_state, shard_model)
 from kimi_rl.losses import LOSSES
-from kimi_rl.rollout.packing import RolloutBatch, minibatches
+from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,8 @@ class KimiRLModule(L.LightningModule):
         sums: dict[str, float] = {}
         steps = 0
         for update in range(self.algo.updates_per_iteration):
-            mbs = list(minibatches(rollout, self.algo.minibatch_size, self.iteration * 1000 + update)) if has_data else []
+            cut = group_minibatches if self.algo.minibatch_by == "group" else minibatches
+            mbs = list(cut(rollout, self.algo.minibatch_size, self.iteration * 1000 + update)) if has_data else []
             # every rank takes the same number of optimizer steps (DDP/FSDP collectives in backward)
             for i in range(max_across_ranks(len(mbs))):
                 if i >= len(mbs):

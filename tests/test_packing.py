@@ -120,3 +120,20 @@ def test_minibatches_shuffle_is_seeded_and_covers_every_row_once() -> None:
     assert len(orders) > 1
     with pytest.raises(ValueError, match="size must be >= 1"):
         next(minibatches(batch, size=0, shuffle_seed=None))
+
+
+def test_group_minibatches_keep_whole_groups_sorted_by_longest_row() -> None:
+    from kimi_rl.rollout.packing import group_minibatches
+
+    batch = varied_batch()  # group a: rows 0-3 (totals 11 2 7 4), group b: rows 4-6 (totals 8 3 6)
+    slices = [s.index.tolist() for s in group_minibatches(batch, size=4, shuffle_seed=None)]
+    assert slices == [[4, 5, 6], [0, 1, 2, 3]]  # b's longest (8) < a's (11); 3 + 4 rows > 4: two steps
+    assert [s.index.tolist() for s in group_minibatches(batch, size=7, shuffle_seed=None)] == [[4, 5, 6, 0, 1, 2, 3]]
+    # a group larger than size is still one step, never split
+    assert [len(s) for s in group_minibatches(batch, size=2, shuffle_seed=None)] == [3, 4]
+    seeded = [s.index.tolist() for s in group_minibatches(batch, size=4, shuffle_seed=5)]
+    assert sorted(map(tuple, seeded)) == sorted(map(tuple, slices))
+    for s in group_minibatches(batch, size=4, shuffle_seed=1):
+        assert s.input_ids.shape[1] == int((s.prompt_lengths + s.response_lengths).max())
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        next(group_minibatches(batch, size=0, shuffle_seed=None))

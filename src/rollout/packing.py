@@ -140,3 +140,46 @@ def minibatches(batch: RolloutBatch, size: int, shuffle_seed: Optional[int]) -> 
         slices = [slices[i] for i in torch.randperm(len(slices), generator=gen).tolist()]
     for rows in slices:
         yield batch.select(rows)
+
+
+def group_minibatches(batch: RolloutBatch, size: int, shuffle_seed: Optional[int]) -> Iterator[RolloutBatch]:
+    """Slices of whole groups, at most ``size`` rows each (but never less than one group).
+
+    Groups are sorted by their longest row (ties broken by a seeded permutation) and packed in
+    that order; the slices' order is then shuffled with ``shuffle_seed``. Keeping a prompt's k
+    samples in one optimizer step keeps the group baseline's cancellation inside the step:
+    ``sum_j (r_j - mean r) = 0``, so the shared tokens of a group are not pushed down in one step
+    and up in the next (row-level length buckets split correct from wrong samples).
+    """
+    if size < 1:
+        raise ValueError(f"minibatches: size must be >= 1, got {size}")
+    n = len(batch)
+    if n == 0:
+        return
+    lengths = batch.prompt_lengths + batch.response_lengths  # [N]
+    ids, inverse = torch.unique(batch.group_index, return_inverse=True)  # [G], [N]
+    g = ids.numel()
+    longest = torch.zeros(g, dtype=lengths.dtype).scatter_reduce(0, inverse, lengths, "amax")  # [G]
+    if shuffle_seed is None:
+        perm = torch.arange(g)  # [G]
+    else:
+        gen = torch.Generator().manual_seed(shuffle_seed)
+        perm = torch.randperm(g, generator=gen)  # [G]
+    order = perm[torch.sort(longest[perm], stable=True).indices].tolist()  # groups, ascending length
+    members = [torch.nonzero(inverse == gi).flatten() for gi in range(g)]  # rows of each group
+    slices: list[Tensor] = []
+    current: list[Tensor] = []
+    rows = 0
+    for gi in order:
+        k = members[gi].numel()
+        if current and rows + k > size:
+            slices.append(torch.cat(current))
+            current, rows = [], 0
+        current.append(members[gi])
+        rows += k
+    if current:
+        slices.append(torch.cat(current))
+    if shuffle_seed is not None:
+        slices = [slices[i] for i in torch.randperm(len(slices), generator=gen).tolist()]
+    for rows_ in slices:
+        yield batch.select(rows_)
