@@ -6,7 +6,7 @@ Every field documents itself; ``__post_init__`` checks run on the final, merged 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 
 class ConfigError(ValueError):
@@ -80,6 +80,9 @@ class DataConfig:
     """JSONL / JSON / Parquet problem file when ``source: file``."""
     verifier: Optional[str] = None
     """Reward verifier by name (arithmetic | math | code); null: the source's default."""
+    verifier_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of the verifier, e.g. code: {backend: bwrap | rlimit | auto, workers: 4,
+    fraction: true, wall_s: 5, memory_mb: 512}; math: see kimi_rl.rewards.math.math_verifier."""
     question_field: str = "question"
     """Field holding the problem text in a data file."""
     answer_field: str = "answer"

@@ -267,14 +267,14 @@ def sample_counts(cfg: Config, opts: DifficultyConfig, model_dir: Path, problems
 
     from kimi_rl.modeling import load_tokenizer
     from kimi_rl.prompts import encode_prompts
-    from kimi_rl.rewards import VERIFIERS
+    from kimi_rl.rewards import make_verifier
     from kimi_rl.rollout import build_engine
     from kimi_rl.tasks import DEFAULT_VERIFIER
 
     tok = load_tokenizer(model_dir)
     prompts = encode_prompts(problems, tok, cfg.data)
     max_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
-    verifier = VERIFIERS.get(cfg.data.verifier or DEFAULT_VERIFIER["file"])()
+    verifier = make_verifier(cfg.data.verifier or DEFAULT_VERIFIER["file"], cfg.data.verifier_options)
     engine = build_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max(map(len, prompts)) + max_tokens)
     try:
         with tqdm(total=len(problems), unit="problem", desc="difficulty", dynamic_ncols=True) as bar:

@@ -278,7 +278,7 @@ def run_eval(words: Sequence[str]) -> int:
     from kimi_rl.config_loader import load_config
     from kimi_rl.evaluate import format_summary, format_table
     from kimi_rl.pipeline import log
-    from kimi_rl.rewards import VERIFIERS
+    from kimi_rl.rewards import make_verifier
     from kimi_rl.rollout import EngineError
     from kimi_rl.runs import RunPaths
 
@@ -290,7 +290,7 @@ def run_eval(words: Sequence[str]) -> int:
     log(f"eval on {dataset} ({args.split}): {len(problems)} problems x {cfg.eval.samples} samples, "
         f"T={cfg.eval.temperature}, engine {cfg.rollout.engine}, models: "
         + ", ".join(f"{s.name}={s.path}" for s in specs))
-    verifier = VERIFIERS.get(verifier_name)()
+    verifier = make_verifier(verifier_name, cfg.data.verifier_options)
     evals = []
     try:
         for spec in specs:

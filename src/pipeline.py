@@ -90,7 +90,7 @@ def evaluate_folder(cfg: Config, model_dir: Path, task: TaskData, name: str):
     """Held-out evaluation with the configured engine; returns an EvalResult."""
     from kimi_rl.evaluate import evaluate
     from kimi_rl.prompts import encode_prompts
-    from kimi_rl.rewards import VERIFIERS
+    from kimi_rl.rewards import make_verifier
     from kimi_rl.rollout import build_engine
 
     tok = load_tokenizer(model_dir)
@@ -100,7 +100,7 @@ def evaluate_folder(cfg: Config, model_dir: Path, task: TaskData, name: str):
     max_len = max(len(p) for p in prompts) + max_tokens
     engine = build_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max_len)
     try:
-        result = evaluate(engine, tok, problems, prompts, VERIFIERS.get(task.verifier)(),
+        result = evaluate(engine, tok, problems, prompts, make_verifier(task.verifier, cfg.data.verifier_options),
                           cfg.eval.samples, cfg.eval.temperature, max_tokens)
     finally:
         close = getattr(engine, "close", None)
@@ -136,13 +136,13 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     from kimi_rl.datamodule import PromptDataModule
     from kimi_rl.module import KimiRLModule
     from kimi_rl.prompts import encode_prompts
-    from kimi_rl.rewards import VERIFIERS
+    from kimi_rl.rewards import make_verifier
     from kimi_rl.trainer_factory import build_trainer, set_threads
 
     set_threads(cfg.trainer)
     L.seed_everything(cfg.run.seed, verbose=False)
     tok = load_tokenizer(init_dir)
-    verifier = VERIFIERS.get(task.verifier)()
+    verifier = make_verifier(task.verifier, cfg.data.verifier_options)
     heldout = _cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
     heldout_prompts = encode_prompts(heldout, tok, cfg.data)
     eval_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens

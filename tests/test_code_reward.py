@@ -259,3 +259,17 @@ def test_hostile_batch_counted_in_stats(hostile_run):
 
 def test_parent_survives(hostile_run):
     assert os.getppid() > 0 and sys.executable  # still here, still our interpreter
+
+
+def test_verifier_options_from_config_reach_the_factory_and_bad_ones_name_the_key():
+    from kimi_rl.config import ConfigError
+    from kimi_rl.config_loader import load_config
+    from kimi_rl.rewards import make_verifier
+
+    cfg = load_config(["task=code", "data.verifier_options={backend: rlimit, workers: 1, fraction: true, wall_s: 3}"])
+    v = make_verifier(cfg.data.verifier, cfg.data.verifier_options)
+    assert (v.fraction, v.workers, v.limits.wall_s) == (True, 1, 3)
+    with pytest.raises(ConfigError, match="data.verifier_options.*unknown option.*bogus"):
+        make_verifier("code", {"bogus": 1})
+    with pytest.raises(ConfigError, match="data.verifier_options.*timeout_s"):
+        make_verifier("math", {"bogus": 1})

@@ -5,7 +5,7 @@ Heavy ones (math-verify, the code sandbox) are registered lazily.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from kimi_rl.registry import Registry
 from kimi_rl.tasks.base import Problem
@@ -28,3 +28,14 @@ def arithmetic_verifier(**_: object) -> Verifier:
 
 VERIFIERS.register_lazy("math", "kimi_rl.rewards.math:math_verifier")
 VERIFIERS.register_lazy("code", "kimi_rl.rewards.code:code_verifier")
+
+
+def make_verifier(name: str, options: Mapping[str, Any] | None = None) -> Verifier:
+    """``VERIFIERS.get(name)(**options)``; a bad option is a ConfigError naming ``data.verifier_options``."""
+    from kimi_rl.config import ConfigError
+
+    factory = VERIFIERS.get(name)
+    try:
+        return factory(**dict(options or {}))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"data.verifier_options {dict(options or {})} for verifier '{name}': {e}") from None
