@@ -171,6 +171,12 @@ class AlgoConfig:
     """Use the mean instead of the sum of token log-probs as a sample's logp."""
     clip_eps: float = 0.2
     """GRPO: ratio clip range."""
+    optimizer: str = "adamw"
+    """adamw | sgd. A fresh AdamW's first step moves every weight by about lr whatever its gradient's
+    size (m / sqrt(v) = sign(g)); with noisy RL gradients and reset_optimizer that is a random
+    perturbation of the whole model, so keep its lr small. SGD steps along the (clipped) gradient."""
+    momentum: float = 0.0
+    """SGD momentum (reset with the optimizer state when reset_optimizer)."""
     lr: float = 5e-4
     """RL learning rate (constant)."""
     weight_decay: float = 0.0
@@ -205,6 +211,8 @@ class AlgoConfig:
         _check(self.updates_per_iteration >= 1, "algo.updates_per_iteration", "must be >= 1")
         _check(self.minibatch_size >= 1, "algo.minibatch_size", "must be >= 1")
         _one_of(self.minibatch_by, "algo.minibatch_by", ("group", "length"))
+        _one_of(self.optimizer, "algo.optimizer", ("adamw", "sgd"))
+        _check(0.0 <= self.momentum < 1.0, "algo.momentum", "must be in [0, 1)")
         _check(self.len_warmup_iterations >= 0, "algo.len_warmup_iterations", "must be >= 0")
         _check(self.len_reward_weight >= 0, "algo.len_reward_weight", "must be >= 0")
         if self.len_schedule == "linear":

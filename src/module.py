@@ -49,6 +49,9 @@ class KimiRLModule(L.LightningModule):
         self.last_metrics: dict[str, float] = {}
 
     def configure_optimizers(self):
+        if self.algo.optimizer == "sgd":
+            return torch.optim.SGD(self.model.parameters(), lr=self.algo.lr, momentum=self.algo.momentum,
+                                   weight_decay=self.algo.weight_decay)
         return torch.optim.AdamW(self.model.parameters(), lr=self.algo.lr, weight_decay=self.algo.weight_decay)
 
     def _reset_optimizer_state(self) -> None:

@@ -88,3 +88,18 @@ def test_fixed_seed_rl_raises_training_reward(tiny_model_dir, tmp_path, first_di
     rewards = [v for _, v in scalars(tmp_path / "rl" / "tb" / "rl")["reward/mean"]]
     assert len(rewards) == 8
     assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.15, rewards
+
+
+@pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])
+def test_optimizer_choice(name, cls, tiny_model_dir):
+    from kimi_rl.config import AlgoConfig, ConfigError
+    from kimi_rl.modeling import load_model
+    from kimi_rl.module import KimiRLModule
+
+    module = KimiRLModule(load_model(tiny_model_dir, "float32"), AlgoConfig(optimizer=name, lr=0.25, momentum=0.5 if name == "sgd" else 0.0))
+    opt = module.configure_optimizers()
+    assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == 0.25
+    if name == "sgd":
+        assert opt.param_groups[0]["momentum"] == 0.5
+    with pytest.raises(ConfigError, match="algo.optimizer"):
+        AlgoConfig(optimizer="lion")
