@@ -48,8 +48,15 @@ def base_model(cfg: Config, paths: RunPaths) -> Path:
     return folder
 
 
+SFT_DATA_FIELDS = ("source", "path", "question_field", "answer_field", "difficulty_field", "prompt_template",
+                   "use_chat_template", "heldout_fraction", "skip_bad_rows", "levels", "train_per_level",
+                   "heldout_per_level", "max_rechecks", "correction_prob")
+"""The data keys the SFT warm-up reads: changing the RL sampler or verifier reuses the cached warm-up."""
+
+
 def sft_key(cfg: Config, base: Path) -> str:
-    return config_hash(str(base.resolve()), cfg.data, cfg.sft, cfg.run.seed, cfg.model)
+    data = {k: getattr(cfg.data, k) for k in SFT_DATA_FIELDS}
+    return config_hash(str(base.resolve()), data, cfg.sft, cfg.run.seed, cfg.model)
 
 
 def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:

@@ -81,3 +81,13 @@ def test_sft_through_real_trainer_lowers_loss_and_writes_hf_folder(tiny_model_di
     ref = module.model.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in reloaded.state_dict().items())
     assert list((tmp_path / "tb" / "sft").glob("events.out.tfevents.*"))
+
+
+def test_sft_cache_key_ignores_rl_only_data_keys(tmp_path):
+    from kimi_rl.config_loader import load_config
+    from kimi_rl.pipeline import sft_key
+
+    key = sft_key(load_config([]), tmp_path)
+    assert sft_key(load_config(["data.sampler=prioritized", "data.priority_floor=0.2"]), tmp_path) == key
+    assert sft_key(load_config(["data.levels=[1,2]"]), tmp_path) != key
+    assert sft_key(load_config(["sft.max_steps=10"]), tmp_path) != key
