@@ -82,7 +82,8 @@ class DataConfig:
     """Reward verifier by name (arithmetic | math | code); null: the source's default."""
     verifier_options: dict[str, Any] = field(default_factory=dict)
     """Keyword options of the verifier, e.g. code: {backend: bwrap | rlimit | auto, workers: 4,
-    fraction: true, wall_s: 5, memory_mb: 512}; math: see kimi_rl.rewards.math.math_verifier."""
+    fraction: true (scored as the share of tests passed; RL and eval count a sample correct above 0.5),
+    wall_s: 5, memory_mb: 512}; math: {timeout_s: 5, workers: 0}; arithmetic: none."""
     question_field: str = "question"
     """Field holding the problem text in a data file."""
     answer_field: str = "answer"
@@ -94,7 +95,8 @@ class DataConfig:
     use_chat_template: bool = True
     """Wrap prompts with the tokenizer's chat template when it has one."""
     heldout_fraction: float = 0.1
-    """Share of a data file held out for evaluation (deterministic by row)."""
+    """Share of a data file held out for evaluation: round(f * n) rows chosen by a hash of (run.seed, row uid),
+    independent of row order; unused by the built-in task and the packaged benchmarks (train = held-out = all)."""
     skip_bad_rows: bool = False
     """Skip (and count) malformed rows instead of failing at start."""
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
@@ -168,7 +170,7 @@ class AlgoConfig:
     baseline: str = "mean"
     """Mirror descent baseline: mean (group mean reward) | logmeanexp (tau log mean exp(r/tau))."""
     length_normalize: bool = False
-    """Use the mean instead of the sum of token log-probs as a sample's logp."""
+    """Use the mean instead of the sum of token log-probs as a sample's logp (mirror_descent and rest)."""
     clip_eps: float = 0.2
     """GRPO: ratio clip range."""
     optimizer: str = "adamw"
@@ -184,11 +186,12 @@ class AlgoConfig:
     """AdamW weight decay in RL."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
-    reset_optimizer: bool = True
-    """Reset the optimizer state at the start of every iteration (the paper's choice)."""
-    updates_per_iteration: int = 1
-    """Passes over an iteration's rollouts."""
-    minibatch_size: int = 64
+    reset_optimizer: bool = False
+    """Reset the optimizer state at the start of every iteration (the paper's choice). Off by default:
+    on the built-in task a fresh AdamW's sign-like first steps degraded the SFT model (measured)."""
+    updates_per_iteration: int = 4
+    """Passes over an iteration's rollouts (the mirror-descent tau term keeps later passes near pi_old)."""
+    minibatch_size: int = 16
     """Samples per optimizer step; an iteration takes ceil(samples / minibatch) steps per pass."""
     minibatch_by: str = "group"
     """How rows are cut into minibatches: group (whole groups, sorted by length: the group baseline
@@ -228,7 +231,8 @@ class RolloutConfig:
     samples_per_prompt: int = 8
     """k: samples drawn per prompt (one group)."""
     prompts_per_iteration: int = 32
-    """New prompts drawn per iteration (per rank)."""
+    """Iteration capacity in groups (per rank); with partial rollouts, fewer new prompts are drawn
+    while the buffer holds unfinished ones."""
     temperature: float = 1.0
     """Sampling temperature of rollouts."""
     top_p: float = 1.0
@@ -262,6 +266,10 @@ class RolloutConfig:
         _check(self.temperature >= 0, "rollout.temperature", "must be >= 0")
         _check(0 < self.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
         _check(self.max_response_tokens >= 1, "rollout.max_response_tokens", "must be >= 1")
+        _check(self.kv_cache_gib > 0, "rollout.kv_cache_gib", "must be > 0")
+        _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+        for key in ("repeat_ngram", "repeat_count", "repeat_window"):
+            _check(getattr(self, key) >= 0, f"rollout.{key}", "must be >= 0")
         if self.segment_tokens is not None:
             _check(self.segment_tokens >= 1, "rollout.segment_tokens",
                    f"must be positive, got {self.segment_tokens}")
@@ -287,6 +295,7 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.strategy, "trainer.strategy", ("auto", "ddp", "fsdp"))
+        _one_of(self.accelerator, "trainer.accelerator", ("auto", "cpu", "gpu", "cuda"))
         _check(self.devices >= 1 and self.num_nodes >= 1, "trainer.devices", "must be >= 1")
 
 
@@ -294,14 +303,18 @@ class TrainerConfig:
 class RLConfig:
     enabled: bool = True
     """Run the RL stage after the warm-up."""
-    iterations: int = 60
+    iterations: int = 30
     """RL iterations (rollout + update + weight sync)."""
     checkpoint_every: int = 10
-    """Save a Lightning checkpoint every N iterations (and at the end)."""
+    """Save a Lightning checkpoint every N iterations and at the end (0: only at the end)."""
     eval_every: int = 0
     """Held-out evaluation every N iterations (0: only before and after RL)."""
     sample_log_every: int = 10
-    """Write sample completions to TensorBoard every N iterations."""
+    """Write sample completions to TensorBoard every N iterations (0: never)."""
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "checkpoint_every", "eval_every", "sample_log_every"):
+            _check(getattr(self, key) >= 0, f"rl.{key}", "must be >= 0")
 
 
 @dataclass
@@ -315,6 +328,13 @@ class EvalConfig:
     max_problems_per_level: int = 100
     """Cap on held-out problems per difficulty level."""
 
+    def __post_init__(self) -> None:
+        _check(self.samples >= 1, "eval.samples", "must be >= 1")
+        _check(self.temperature >= 0, "eval.temperature", "must be >= 0 (0 = greedy)")
+        _check(self.max_problems_per_level >= 1, "eval.max_problems_per_level", "must be >= 1")
+        _check(self.max_response_tokens is None or self.max_response_tokens >= 1, "eval.max_response_tokens",
+               "must be null or >= 1")
+
 
 @dataclass
 class PhaseConfig:
@@ -324,6 +344,12 @@ class PhaseConfig:
     """long2short RL: the much smaller response cap."""
     long2short_len_reward_weight: float = 0.5
     """long2short RL: length reward weight, on from the start of the phase."""
+
+    def __post_init__(self) -> None:
+        _check(self.long2short_at_iteration is None or self.long2short_at_iteration >= 0,
+               "phase.long2short_at_iteration", "must be null or >= 0")
+        _check(self.long2short_max_response_tokens >= 1, "phase.long2short_max_response_tokens", "must be >= 1")
+        _check(self.long2short_len_reward_weight >= 0, "phase.long2short_len_reward_weight", "must be >= 0")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from kimi_rl.config import Config
+from kimi_rl.config import Config, ConfigError
 from kimi_rl.config_loader import save_config
 from kimi_rl.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer
 from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, mark_done
@@ -29,10 +29,30 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
     paths = RunPaths(cfg.run.dir, cfg.run.name)
     if cfg.model.path:
         check_model_folder(cfg.model.path)
+    if cfg.sft.enabled and cfg.data.source != "arithmetic":
+        raise ConfigError(f"sft.enabled: the long-CoT warm-up writes traces for the built-in arithmetic task only; "
+                          f"set sft.enabled=false for data.source={cfg.data.source}")
+    from kimi_rl.losses import LOSSES
+
+    try:  # an unknown name fails here, listing the valid ones, not after the warm-up
+        LOSSES.get(cfg.algo.loss)
+    except KeyError as e:
+        raise ConfigError(f"algo.loss: {e.args[0]}") from None
     task = load_task(cfg.data, cfg.run.seed)
+    check_verifier(task.verifier, cfg.data.verifier_options)
     if is_rank_zero():
         save_config(cfg, paths.config)
     return paths, task
+
+
+def check_verifier(name: str, options) -> None:
+    """Build (and close) the verifier once at start: a bad name or option fails before any training."""
+    from kimi_rl.rewards import make_verifier
+
+    verifier = make_verifier(name, options)
+    close = getattr(verifier, "close", None)
+    if close:
+        close()
 
 
 def base_model(cfg: Config, paths: RunPaths) -> Path:

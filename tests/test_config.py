@@ -97,3 +97,27 @@ def test_resolved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     assert "iterations: 7" in text
+
+
+@pytest.mark.parametrize("override, key", [
+    ("eval.samples=0", "eval.samples"), ("eval.temperature=-1", "eval.temperature"),
+    ("rl.checkpoint_every=-1", "rl.checkpoint_every"), ("trainer.accelerator=tpu", "trainer.accelerator"),
+    ("rollout.kv_cache_gib=-1", "rollout.kv_cache_gib"), ("rollout.repeat_count=-2", "rollout.repeat_count"),
+    ("phase.long2short_at_iteration=-5", "phase.long2short_at_iteration"),
+])
+def test_bad_values_in_every_section_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config([override])
+
+
+def test_names_and_sft_on_real_data_are_checked_before_training(tmp_path):
+    from kimi_rl.pipeline import prepare
+
+    for override, key in (("algo.loss=nope", "algo.loss"), ("data.verifier=nope", "data.verifier"),
+                          ("data.verifier_options={bogus: 1}", "data.verifier_options")):
+        with pytest.raises(ConfigError, match=key):
+            prepare(load_config([override, f"run.dir={tmp_path}"]))
+    with pytest.raises(ConfigError, match="sft.enabled"):
+        prepare(load_config(["data=gsm8k_small", "sft.enabled=true", f"run.dir={tmp_path}"]))
+    assert load_config(["data=gsm8k_small"]).sft.enabled is False
+    assert load_config(["data=math500"]).eval.max_problems_per_level >= 311

@@ -16,8 +16,10 @@ VERIFIERS: Registry[Callable[..., Verifier]] = Registry("verifier")
 
 
 @VERIFIERS.register("arithmetic")
-def arithmetic_verifier(**_: object) -> Verifier:
-    """Exact integer match of the last ``\\boxed{}`` (the built-in task)."""
+def arithmetic_verifier(**options: object) -> Verifier:
+    """Exact integer match of the last ``\\boxed{}`` (the built-in task); it takes no options."""
+    if options:
+        raise TypeError(f"the arithmetic verifier takes no options, got {sorted(options)}")
     from kimi_rl.tasks.arithmetic import verify
 
     def score(responses: Sequence[str], problems: Sequence[Problem]) -> list[float]:
@@ -34,7 +36,10 @@ def make_verifier(name: str, options: Mapping[str, Any] | None = None) -> Verifi
     """``VERIFIERS.get(name)(**options)``; a bad option is a ConfigError naming ``data.verifier_options``."""
     from kimi_rl.config import ConfigError
 
-    factory = VERIFIERS.get(name)
+    try:
+        factory = VERIFIERS.get(name)
+    except KeyError as e:
+        raise ConfigError(f"data.verifier: {e.args[0]}") from None
     try:
         return factory(**dict(options or {}))
     except (TypeError, ValueError) as e:
