@@ -195,12 +195,13 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
         IterationCheckpoint(paths.checkpoints, cfg.rl.checkpoint_every),
         SaveHFModel(paths.final_model, tok),
     ]
-    trainer = build_trainer(cfg.trainer, paths.root, "rl", -1, callbacks, max_epochs=1,
+    ckpt = resume_path(cfg, paths)
+    trainer = build_trainer(cfg.trainer, paths.root, "rl", -1, callbacks, max_epochs=1, fresh=ckpt is None,
                             limit_train_batches=cfg.rl.iterations, log_every_n_steps=1)
     log(f"RL: {cfg.rl.iterations} iterations x {cfg.rollout.prompts_per_iteration} prompts x "
         f"{cfg.rollout.samples_per_prompt} samples, loss {cfg.algo.loss}, engine {cfg.rollout.engine}")
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, paths))
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     if trainer.is_global_zero:
         mark_done(paths.final_model, {"seconds": time.perf_counter() - t0, "iterations": module.iteration})
     trainer.strategy.barrier()

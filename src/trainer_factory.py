@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import lightning as L
@@ -31,9 +32,30 @@ def build_strategy(cfg: TrainerConfig):
     return "auto"
 
 
+def archive_events(folder: Path) -> Path | None:
+    """Rank 0 renames ``folder`` to ``folder.<YYYYmmdd-HHMMSS>`` when it holds event files; returns the new path."""
+    from kimi_rl.runs import is_rank_zero
+
+    if not is_rank_zero() or not folder.is_dir() or not any(folder.glob("events.out.tfevents.*")):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(folder.stat().st_mtime))
+    target = folder.with_name(f"{folder.name}.{stamp}")
+    n = 1
+    while target.exists():
+        target, n = folder.with_name(f"{folder.name}.{stamp}-{n}"), n + 1
+    folder.rename(target)
+    return target
+
+
 def build_trainer(cfg: TrainerConfig, root: Path, stage: str, max_steps: int, callbacks: list,
                   **kwargs) -> L.Trainer:
-    """A Trainer writing TensorBoard events to ``root/tb/<stage>`` (``max_steps=-1``: no step cap)."""
+    """A Trainer writing TensorBoard events to ``root/tb/<stage>`` (``max_steps=-1``: no step cap).
+
+    ``fresh=False`` (a resumed run) appends to that folder; otherwise the events of an earlier run
+    there are moved to ``root/tb/<stage>.<time>`` first, so curves of two runs never interleave.
+    """
+    if kwargs.pop("fresh", True):
+        archive_events(Path(root) / "tb" / stage)
     logger = TensorBoardLogger(save_dir=str(root), name="tb", version=stage, default_hp_metric=False)
     return L.Trainer(
         accelerator=cfg.accelerator,

@@ -91,3 +91,21 @@ def test_sft_cache_key_ignores_rl_only_data_keys(tmp_path):
     assert sft_key(load_config(["data.sampler=prioritized", "data.priority_floor=0.2"]), tmp_path) == key
     assert sft_key(load_config(["data.levels=[1,2]"]), tmp_path) != key
     assert sft_key(load_config(["sft.max_steps=10"]), tmp_path) != key
+
+
+def test_a_fresh_run_archives_earlier_events_and_a_resumed_one_appends(tmp_path):
+    from kimi_rl.trainer_factory import archive_events
+
+    folder = tmp_path / "tb" / "rl"
+    assert archive_events(folder) is None  # nothing there yet
+    folder.mkdir(parents=True)
+    (folder / "hparams.yaml").write_text("{}")
+    assert archive_events(folder) is None  # no event files: nothing to keep apart
+    (folder / "events.out.tfevents.1.host.1.0").write_bytes(b"x")
+    moved = archive_events(folder)
+    assert moved is not None and moved.name.startswith("rl.") and (moved / "events.out.tfevents.1.host.1.0").exists()
+    assert not folder.exists()
+    folder.mkdir()
+    (folder / "events.out.tfevents.2.host.1.0").write_bytes(b"y")
+    second = archive_events(folder)
+    assert second != moved and second.exists() and moved.exists()
