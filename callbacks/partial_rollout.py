@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from kimi_rl.config import AlgoConfig, ModelConfig, RolloutConfig
@@ -83,8 +84,17 @@ class PartialRollout(Callback):
         batch["rollout"] = pack_groups(groups, self.tokenizer.pad_token_id, iteration,
                                        self.cfg.loss_on_old_segments) if groups else None
         batch["groups"] = groups
+        self._log_difficulty_histogram(trainer, problems, iteration)
         batch.setdefault("metrics", {}).update(
             self._metrics(groups, scores, applied, problems, dm, t_gen, time.perf_counter() - t0, iteration))
+
+    @staticmethod
+    def _log_difficulty_histogram(trainer: L.Trainer, problems: list, iteration: int) -> None:
+        """Rank 0's drawn difficulty levels as a TensorBoard histogram (``data/sampled_difficulty``)."""
+        experiment = getattr(trainer.logger, "experiment", None) if trainer.is_global_zero else None
+        if problems and hasattr(experiment, "add_histogram"):
+            levels = torch.tensor([float(p.difficulty) for p in problems])  # [P]
+            experiment.add_histogram("data/sampled_difficulty", levels, global_step=iteration)
 
     def _metrics(self, groups, scores, applied, problems, dm, t_gen: float, t_all: float, iteration: int) -> dict:
         lengths = sorted(len(t.response_ids) for g in groups for t in g.trajectories)
@@ -99,6 +109,8 @@ class PartialRollout(Callback):
         }
         if problems:
             m["data/sampled_difficulty_mean"] = sum(p.difficulty for p in problems) / len(problems)
+            for level in sorted(set(dm.sampler.difficulties)):  # every level, so ranks average like shares
+                m[f"data/sampled_level_{level}_frac"] = sum(p.difficulty == level for p in problems) / len(problems)
         m.update({f"rollout/{k}": v for k, v in self.buffer.stats(iteration).items()})
         m.update({f"data/{k}": float(v) for k, v in dm.sampler.stats().items()})
         if groups:

@@ -71,6 +71,11 @@ def test_rl_iterations_through_trainer_and_vllm(tiny_model_dir, tmp_path, first_
     # the trainer's log-probs of the sampled tokens equal the engine's recorded ones (fp32)
     errors = m["train/engine_logp_error_absmax"]
     assert len(errors) == 3 and all(v < 1e-3 for _, v in errors), errors
+    assert [v for _, v in m["data/sampled_level_1_frac"]] == [1.0, 1.0, 1.0]  # only level 1 in this task
+    ea = EventAccumulator(str(tmp_path / "rl" / "tb" / "rl"), size_guidance={"histograms": 0})
+    ea.Reload()
+    hist = ea.Histograms("data/sampled_difficulty")
+    assert len(hist) == 3 and hist[0].histogram_value.num == 8 and hist[0].histogram_value.min == 1.0
     assert set(results) == {"before", "after"}
     ckpt = torch.load(tmp_path / "rl" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["kimi_rl"]["iteration"] == 3
