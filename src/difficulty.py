@@ -234,8 +234,9 @@ def load_file_problems(cfg: Config) -> list[Problem]:
     try:
         if data.verifier == "code":
             return list(load_code_problems(data.path, data.question_field).problems)
+        # the labels being estimated are not read: a file labelled on some rows only loads too
         return list(load_problem_file(data.path, data.question_field, data.answer_field,
-                                      data.difficulty_field).problems)
+                                      difficulty_field="\x00kimi_rl:ignored").problems)
     except (DataFileError, CodeTaskError) as e:
         raise ConfigError(f"data.path: {str(e).replace(_SKIP_HINT, '')}; every row gets a label, "
                           "so every row must load (data.skip_bad_rows does not apply here)") from None

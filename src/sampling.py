@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 import torch.distributed as dist
 
+from kimi_rl.tasks.base import UNLABELLED
 from kimi_rl.config import CurriculumStage, DataConfig
 from kimi_rl.registry import Registry
 
@@ -91,6 +92,7 @@ class PromptSampler:
         self._pending: dict[int, _Pending] = {}
 
     def _stage_pools(self) -> list[list[int]]:
+        """Problem indices drawn in each curriculum stage; unlabelled problems (level 0) are in all."""
         present = sorted(set(self.difficulties))
         stages = list(self.cfg.curriculum) or [CurriculumStage()]
         pools = []
@@ -102,7 +104,7 @@ class PromptSampler:
             missing = sorted(set(stage.levels) - set(present))
             if missing:
                 raise ValueError(f"{key}.levels: no problems of level(s) {missing}; levels present: {present}")
-            levels = set(stage.levels) or set(present)
+            levels = (set(stage.levels) or set(present)) | {UNLABELLED}  # unlabelled rows: every stage
             pools.append([j for j, d in enumerate(self.difficulties) if d in levels])
         return pools
 

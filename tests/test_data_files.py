@@ -57,12 +57,12 @@ def test_parquet_with_id_field_and_custom_fields(tmp_path):
     import pyarrow.parquet as pq
 
     table = pa.table({"id": ["x7", "x9"], "problem": ["What is 3+4?", "What is 1+1?"],
-                      "solution": ["#### 7", "#### 2"], "level": [1, None]})
+                      "solution": ["#### 7", "#### 2"], "level": [1, 2.0]})
     pq.write_table(table, tmp_path / "train.parquet")
     result = load_problem_file(tmp_path / "train.parquet", question_field="problem", answer_field="solution",
                                difficulty_field="level")
     assert [(p.uid, p.question, p.difficulty) for p in result.problems] == [
-        ("train:x7", "What is 3+4?", 1), ("train:x9", "What is 1+1?", 1)]
+        ("train:x7", "What is 3+4?", 1), ("train:x9", "What is 1+1?", 2)]
     assert result.problems[0].meta == {"id": "x7", "level": 1}
 
 
@@ -186,3 +186,26 @@ def test_build_prompt_plain_and_chat():
     assert build_prompt("2+3", "Q: {question}", tok, use_chat_template=False) == list(tok("Q: 2+3")["input_ids"])
     with pytest.raises(ValueError, match=r"double literal braces"):
         build_prompt("2+3", "{question} \\boxed{}", tok, use_chat_template=False)
+
+
+def test_difficulty_missing_on_some_rows_is_an_error_or_a_warning_and_every_stage(tmp_path):
+    from kimi_rl.config import CurriculumStage, DataConfig
+    from kimi_rl.sampling import SAMPLERS
+    from kimi_rl.tasks.base import UNLABELLED
+
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"question": "q0", "answer": "1", "difficulty": 1}, {"question": "q1", "answer": "2"},
+            {"question": "q2", "answer": "3", "difficulty": 2}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataFileError, match=r"mixed.jsonl: line 2: field 'difficulty' is missing while other rows"):
+        load_problem_file(path)
+    with pytest.warns(UserWarning, match="1 rows without 'difficulty'"):
+        res = load_problem_file(path, skip_bad_rows=True)
+    assert [p.difficulty for p in res.problems] == [1, UNLABELLED, 2]
+    cfg = DataConfig(sampler="curriculum", curriculum=[CurriculumStage(iterations=1, levels=[1]),
+                                                       CurriculumStage(iterations=0, levels=[2])])
+    sampler = SAMPLERS.get("curriculum")([p.difficulty for p in res.problems], cfg, 0)
+    assert sorted(sampler.draw(2, 0)) == [0, 1] and sorted(sampler.draw(2, 1)) == [1, 2]
+    # no difficulty anywhere: all level 1, no warning
+    path.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": "1"}) for i in range(3)) + "\n")
+    assert {p.difficulty for p in load_problem_file(path).problems} == {1}

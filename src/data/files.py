@@ -4,14 +4,16 @@ Not from the paper. Every error names the file and the line (JSONL) or row (JSON
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
-from kimi_rl.tasks.base import Problem
+from kimi_rl.tasks.base import UNLABELLED, Problem
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
 DEFAULT_DIFFICULTY = 1
@@ -170,7 +172,8 @@ def load_problem_file(
     """Problems of a ``.jsonl``, ``.json`` (a list of rows, or ``{"data": [...]}``) or ``.parquet`` file.
 
     ``uid`` is ``"<file stem>:<id field>"`` when a row has ``id_field``, else ``"<file stem>:<row>"``
-    (0-based row number). A missing or null difficulty is 1. A malformed row raises
+    (0-based row number). A file without difficulties is all level 1; see ``_mixed_labels`` for one
+    that labels only some rows. A malformed row raises
     ``DataFileError`` naming the file and line/row, or with ``skip_bad_rows`` is left out and counted.
     Whole-file problems (unreadable JSON or Parquet, an unknown suffix, no usable rows) always raise.
     """
@@ -183,6 +186,7 @@ def load_problem_file(
     problems: list[Problem] = []
     reasons: list[str] = []
     seen: dict[str, str] = {}
+    unlabelled: list[tuple[int, str]] = []  # (index in problems, where) of rows without a difficulty
     for raw in readers[path.suffix.lower()](path):
         try:
             problem = _problem(raw, path.stem, question_field, answer_field, difficulty_field, id_field)
@@ -195,11 +199,33 @@ def load_problem_file(
             reasons.append(message)
             continue
         seen[problem.uid] = raw.where
+        if isinstance(raw.fields, dict) and raw.fields.get(difficulty_field) is None:
+            unlabelled.append((len(problems), raw.where))
         problems.append(problem)
     if not problems:
         first = f"; first: {reasons[0]}" if reasons else ""
         raise DataFileError(f"{path}: no usable rows ({len(reasons)} skipped{first})")
+    problems = _mixed_labels(path, problems, unlabelled, difficulty_field, skip_bad_rows)
     return LoadResult(problems=problems, skipped=len(reasons), source=str(path), skip_reasons=reasons)
+
+
+def _mixed_labels(path: Path, problems: list[Problem], unlabelled: list[tuple[int, str]], field: str,
+                  allow: bool) -> list[Problem]:
+    """A file with no difficulty anywhere is all level 1. One that labels some rows but not others is
+    an error naming the first unlabelled row, or with ``allow`` (data.skip_bad_rows) a warning, and
+    those rows become ``UNLABELLED`` (drawn in every curriculum stage)."""
+    if not unlabelled or len(unlabelled) == len(problems):
+        return problems
+    if not allow:
+        raise DataFileError(f"{path}: {unlabelled[0][1]}: field '{field}' is missing while other rows have it "
+                            f"({len(unlabelled)} such rows; set data.skip_bad_rows to sample them in every "
+                            f"curriculum stage instead)")
+    warnings.warn(f"{path}: {len(unlabelled)} rows without '{field}' (first: {unlabelled[0][1]}) are sampled "
+                  f"in every curriculum stage", stacklevel=3)
+    out = list(problems)
+    for i, _ in unlabelled:
+        out[i] = dataclasses.replace(out[i], difficulty=UNLABELLED)
+    return out
 
 
 def _uid_rank(uid: str, seed: int) -> str:
