@@ -1,4 +1,5 @@
-"""HeldoutEval: held-out accuracy with the rollout engine before RL, every N iterations, and after.
+"""HeldoutEval: held-out accuracy with the rollout engine before RL, every N iterations (from Lightning's
+validation loop: ``trainer_kwargs``), and after.
 
 Each rank evaluates its share of the problems; counts are summed across ranks.
 """
@@ -67,10 +68,22 @@ class HeldoutEval(Callback):
             self.results["before"] = self.run(trainer)
             self._log(trainer, self.results["before"], pl_module.iteration)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        it = pl_module.iteration  # completed iterations (the training step counted this one)
-        if self.every and it % self.every == 0:
-            self._log(trainer, self.run(trainer), it)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.heldout_evaluator = self.validate  # called by the module's validation_step
+
+    def validate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EvalResult:
+        """One evaluation from Lightning's validation loop, logged at the completed iteration count."""
+        res = self.run(trainer)
+        self._log(trainer, res, pl_module.iteration)
+        return res
+
+    @staticmethod
+    def trainer_kwargs(every: int) -> dict:
+        """Lightning Trainer arguments that run the validation loop every ``every`` iterations (0: never)."""
+        if every <= 0:
+            return {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+        return {"val_check_interval": every, "check_val_every_n_epoch": None, "limit_val_batches": 1,
+                "num_sanity_val_steps": 0}
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.results["after"] = self.run(trainer)

@@ -49,6 +49,11 @@ class PromptDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(Tickets(), batch_size=None, num_workers=0)
 
+    def val_dataloader(self) -> DataLoader:
+        """One batch per validation run: the held-out evaluation itself is the ``HeldoutEval`` callback's
+        (the engine generates, the module only triggers it from ``validation_step``)."""
+        return DataLoader([0], batch_size=None, num_workers=0)
+
     def draw(self, n: int, iteration: int) -> list[Problem]:
         """``n`` problems for this rank's iteration ``iteration``."""
         if n <= 0:

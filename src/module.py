@@ -64,6 +64,13 @@ class KimiRLModule(L.LightningModule):
             shard_model(self.model, mesh)
             self._sharded = True
 
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Lightning's validation loop (every ``rl.eval_every`` iterations): the held-out evaluation that
+        ``HeldoutEval`` installed as ``heldout_evaluator`` (rollout engine, counts summed over ranks)."""
+        evaluator = getattr(self, "heldout_evaluator", None)
+        if evaluator is not None:
+            evaluator(self.trainer, self)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """One k1.5 iteration's update; afterwards ``iteration`` counts it as completed."""
         self._update(batch)

@@ -197,7 +197,8 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     ]
     ckpt = resume_path(cfg, paths)
     trainer = build_trainer(cfg.trainer, paths.root, "rl", -1, callbacks, max_epochs=1, fresh=ckpt is None,
-                            limit_train_batches=cfg.rl.iterations, log_every_n_steps=1)
+                            limit_train_batches=cfg.rl.iterations, log_every_n_steps=1,
+                            **HeldoutEval.trainer_kwargs(cfg.rl.eval_every))
     log(f"RL: {cfg.rl.iterations} iterations x {cfg.rollout.prompts_per_iteration} prompts x "
         f"{cfg.rollout.samples_per_prompt} samples, loss {cfg.algo.loss}, engine {cfg.rollout.engine}")
     t0 = time.perf_counter()

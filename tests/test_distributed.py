@@ -22,7 +22,7 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Comple
 def test_two_process_rl_keeps_engines_in_sync(strategy, tiny_model_dir, tmp_path):
     res = run_cli(["train", f"trainer={strategy}", f"model.path={tiny_model_dir}", "sft.enabled=false",
                    "data.levels=[1]", "data.train_per_level=60", "data.heldout_per_level=8",
-                   "rl.iterations=2", "rl.checkpoint_every=0", "rl.sample_log_every=0",
+                   "rl.iterations=2", "rl.checkpoint_every=0", "rl.sample_log_every=0", "rl.eval_every=1",
                    "rollout.prompts_per_iteration=4", "rollout.samples_per_prompt=4",
                    "rollout.max_response_tokens=12", "rollout.kv_cache_gib=0.25", "algo.minibatch_size=8",
                    "eval.samples=1", "eval.max_problems_per_level=4", f"run.dir={tmp_path}", "run.name=dist"],
@@ -35,5 +35,6 @@ def test_two_process_rl_keeps_engines_in_sync(strategy, tiny_model_dir, tmp_path
     # both ranks' engines hold identical weights after every sync
     assert m["sync/engine_checksum_spread"] == [0.0, 0.0]
     assert all(v < 1e-3 for v in m["train/engine_logp_error_absmax"])
+    assert len(m["eval/accuracy"]) == 4  # before, Lightning's validation loop after iterations 1 and 2, after
     assert (tmp_path / "dist" / "final_model" / "config.json").is_file()
     assert (tmp_path / "dist" / "checkpoints" / "last.ckpt").exists()

@@ -53,7 +53,7 @@ def first_digit_verifier():
 def test_rl_iterations_through_trainer_and_vllm(tiny_model_dir, tmp_path, first_digit_verifier):
     train, heldout = make_problems([1], 60, 10, seed=0)
     task = TaskData(train, heldout, first_digit_verifier)
-    cfg = rl_config(tiny_model_dir, tmp_path, rl={"iterations": 3, "checkpoint_every": 2})
+    cfg = rl_config(tiny_model_dir, tmp_path, rl={"iterations": 3, "checkpoint_every": 2, "eval_every": 2})
     before = {k: v.clone() for k, v in __import__("kimi_rl.modeling", fromlist=["x"]).load_model(tiny_model_dir).state_dict().items()}
     final, results = run_rl(cfg, RunPaths(cfg.run.dir, cfg.run.name), task, tiny_model_dir)
 
@@ -71,6 +71,8 @@ def test_rl_iterations_through_trainer_and_vllm(tiny_model_dir, tmp_path, first_
     # the trainer's log-probs of the sampled tokens equal the engine's recorded ones (fp32)
     errors = m["train/engine_logp_error_absmax"]
     assert len(errors) == 3 and all(v < 1e-3 for _, v in errors), errors
+    # held-out eval before RL, from Lightning's validation loop after iteration 2, and after RL
+    assert [s for s, _ in m["eval/accuracy"]] == [0, 2, 3]
     assert [v for _, v in m["data/sampled_level_1_frac"]] == [1.0, 1.0, 1.0]  # only level 1 in this task
     ea = EventAccumulator(str(tmp_path / "rl" / "tb" / "rl"), size_guidance={"histograms": 0})
     ea.Reload()
