@@ -303,7 +303,7 @@ class TrainerConfig:
 class RLConfig:
     enabled: bool = True
     """Run the RL stage after the warm-up."""
-    iterations: int = 30
+    iterations: int = 50
     """RL iterations (rollout + update + weight sync)."""
     checkpoint_every: int = 10
     """Save a Lightning checkpoint every N iterations and at the end (0: only at the end)."""

@@ -40,7 +40,7 @@ class Long2ShortConfig:
     """Sampling temperature of those responses."""
     sft_steps: int = 30
     """merge_srs: SFT steps on the shortest correct responses."""
-    sft_lr: float = 5e-4
+    sft_lr: float = 2e-5
     """merge_srs: peak SFT learning rate (warm-up, cosine decay)."""
     sft_tokens_per_step: int = 4096
     """merge_srs: token budget of one SFT batch."""
@@ -48,7 +48,7 @@ class Long2ShortConfig:
     """DPO: a correct response at least this many times longer than the chosen one is rejected."""
     dpo_beta: float = 0.1
     """DPO: beta of the loss."""
-    dpo_lr: float = 5e-5
+    dpo_lr: float = 2e-6
     """DPO: AdamW learning rate."""
     dpo_steps: int = 20
     """DPO: optimizer steps."""
