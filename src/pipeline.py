@@ -40,6 +40,12 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
         raise ConfigError(f"algo.loss: {e.args[0]}") from None
     task = load_task(cfg.data, cfg.run.seed)
     check_verifier(task.verifier, cfg.data.verifier_options)
+    from kimi_rl.sampling import SAMPLERS
+
+    try:  # e.g. a curriculum stage naming a level the data lacks: fail now, not after the warm-up
+        SAMPLERS.get(cfg.data.sampler)([p.difficulty for p in task.train], cfg.data, cfg.run.seed)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"data.sampler={cfg.data.sampler}: {e.args[0] if e.args else e}") from None
     if is_rank_zero():
         save_config(cfg, paths.config)
     return paths, task

@@ -119,5 +119,8 @@ def test_names_and_sft_on_real_data_are_checked_before_training(tmp_path):
             prepare(load_config([override, f"run.dir={tmp_path}"]))
     with pytest.raises(ConfigError, match="sft.enabled"):
         prepare(load_config(["data=gsm8k_small", "sft.enabled=true", f"run.dir={tmp_path}"]))
+    # the default easy-first curriculum names levels 1-2: other levels fail at start, naming the stage
+    with pytest.raises(ConfigError, match=r"data.curriculum\[0\].levels: no problems of level"):
+        prepare(load_config(["data.levels=[3,4]", "data.train_per_level=20", f"run.dir={tmp_path}"]))
     assert load_config(["data=gsm8k_small"]).sft.enabled is False
     assert load_config(["data=math500"]).eval.max_problems_per_level >= 311

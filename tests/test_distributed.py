@@ -21,7 +21,7 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Comple
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_process_rl_keeps_engines_in_sync(strategy, tiny_model_dir, tmp_path):
     res = run_cli(["train", f"trainer={strategy}", f"model.path={tiny_model_dir}", "sft.enabled=false",
-                   "data.levels=[1]", "data.train_per_level=60", "data.heldout_per_level=8",
+                   "data.levels=[1]", "data.sampler=uniform", "data.train_per_level=60", "data.heldout_per_level=8",
                    "rl.iterations=2", "rl.checkpoint_every=0", "rl.sample_log_every=0", "rl.eval_every=1",
                    "rollout.prompts_per_iteration=4", "rollout.samples_per_prompt=4",
                    "rollout.max_response_tokens=12", "rollout.kv_cache_gib=0.25", "algo.minibatch_size=8",
