@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kimi_rl.bench_rollout import TokenBias, bias_next_token
 from kimi_rl.config import Config
@@ -25,6 +24,7 @@ from kimi_rl.rollout.repetition import find_repeat
 from kimi_rl.runs import RunPaths
 from kimi_rl.tasks import TaskData
 from kimi_rl.tasks.arithmetic import make_problems
+from tb_scalars import event_scalars
 
 K, MAX_TOKENS, SEGMENT = 4, 24, 8
 REPEAT = {"repeat_ngram": 1, "repeat_count": 4, "repeat_window": 8}
@@ -63,18 +63,6 @@ class Recorder(Callback):
             "buffer": copy.deepcopy(rollout_cb.buffer.groups),
             "buffer_state": copy.deepcopy(rollout_cb.buffer.state_dict()),
         })
-
-
-def event_scalars(folder: Path) -> dict[str, dict[int, float]]:
-    """Scalars by tag and step over every event file of ``folder`` (one per run)."""
-    out: dict[str, dict[int, float]] = {}
-    for f in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
-        ea = EventAccumulator(str(f))
-        ea.Reload()
-        for tag in ea.Tags()["scalars"]:
-            for e in ea.Scalars(tag):
-                out.setdefault(tag, {})[e.step] = e.value
-    return out
 
 
 def config(model_dir: Path, root: Path, iterations: int, resume: str | None) -> Config:

@@ -10,29 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kimi_rl.config import ConfigError
 from kimi_rl.module import check_model_shape
 from kimi_rl.pipeline import check_checkpoint
+from tb_scalars import event_scalars
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def cli(args, cwd) -> list[str]:
     return [sys.executable, "-m", "kimi_rl.cli", *args]
-
-
-def last_values(folder: Path) -> dict[str, dict[int, float]]:
-    """Scalars by tag and step; a step logged twice (killed run, then resumed) keeps the later value."""
-    out: dict[str, dict[int, float]] = {}
-    for f in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
-        ea = EventAccumulator(str(f))
-        ea.Reload()
-        for tag in ea.Tags()["scalars"]:
-            for e in ea.Scalars(tag):
-                out.setdefault(tag, {})[e.step] = e.value
-    return out
 
 
 def test_truncated_checkpoint_is_a_clear_error_and_previous_survives(tmp_path):
@@ -85,8 +73,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
     resumed = subprocess.run(cli(common + ["run.name=killed", "run.resume=auto"], tmp_path), cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    a = last_values(tmp_path / "straight" / "tb" / "rl")
-    b = last_values(tmp_path / "killed" / "tb" / "rl")
+    a = event_scalars(tmp_path / "straight" / "tb" / "rl")
+    b = event_scalars(tmp_path / "killed" / "tb" / "rl")
     compared = 0
     for tag in ("reward/mean", "response/length_mean", "train/loss", "train/entropy_estimate",
                 "rollout/new_tokens", "rollout/buffer_unfinished"):
