@@ -189,13 +189,18 @@ class AlgoConfig:
     reset_optimizer: bool = False
     """Reset the optimizer state at the start of every iteration (the paper's choice). Off by default:
     on the built-in task a fresh AdamW's sign-like first steps degraded the SFT model (measured)."""
-    updates_per_iteration: int = 4
-    """Passes over an iteration's rollouts (the mirror-descent tau term keeps later passes near pi_old)."""
+    updates_per_iteration: int = 2
+    """Passes over an iteration's rollouts (the mirror-descent tau term keeps later passes near pi_old).
+    On the built-in task 2 passes over 64 prompts' rollouts beat 4 passes over 32 (measured): a fresh
+    sample costs about as much as one more pass over an old one, and is on-policy."""
     minibatch_size: int = 16
     """Samples per optimizer step; an iteration takes ceil(samples / minibatch) steps per pass."""
     minibatch_by: str = "group"
     """How rows are cut into minibatches: group (whole groups, sorted by length: the group baseline
     cancels inside each step) | length (rows sorted by length, groups split across steps)."""
+    skip_uninformative_groups: bool = True
+    """Leave groups whose advantages are all 0 (every sample right, or every sample wrong) out of the
+    update: their policy-gradient term is zero and they only dilute the minibatch mean."""
     len_reward_weight: float = 0.0
     """Weight of k1.5's length reward after warm-up (0 disables it)."""
     len_warmup_iterations: int = 0
@@ -230,7 +235,7 @@ class RolloutConfig:
     """Generation engine: vllm (in-process, colocated) | hf (transformers generate)."""
     samples_per_prompt: int = 8
     """k: samples drawn per prompt (one group)."""
-    prompts_per_iteration: int = 32
+    prompts_per_iteration: int = 64
     """Iteration capacity in groups (per rank); with partial rollouts, fewer new prompts are drawn
     while the buffer holds unfinished ones."""
     temperature: float = 1.0

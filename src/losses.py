@@ -74,6 +74,23 @@ def group_stats(rewards: Tensor, group_index: Tensor) -> GroupStats:
     return GroupStats(mean[inverse], std[inverse], count[inverse])
 
 
+def informative_rows(adv: Tensor, group_index: Tensor, eps: float = 1e-8) -> Tensor:
+    """Rows of the groups with at least one advantage ``|A_j| > eps``; [N], [N] -> [M] long, ascending.
+
+    A group whose samples all got the same reward has ``r_j - b = 0`` for every j under the mean
+    (or logmeanexp) baseline, so its policy-gradient term ``-(r_j - b) log pi(y_j|x)`` is zero: it only
+    dilutes the minibatch mean and costs a forward/backward pass. DAPO (arXiv 2503.14476) filters
+    such groups the same way; k1.5 does not say. (In mirror descent the ``tau/2 (log pi - log pi_old)^2``
+    term of a skipped sample is dropped with it.)
+
+    >>> informative_rows(torch.tensor([0.0, 0.0, 0.5, -0.5]), torch.tensor([0, 0, 1, 1])).tolist()
+    [2, 3]
+    """
+    inverse, groups = _dense_groups(adv, group_index)
+    hit = _group_sum((adv.abs() > eps).to(torch.float64), inverse, groups) > 0  # [G]
+    return hit[inverse].nonzero().flatten()  # [M]
+
+
 def group_logmeanexp(rewards: Tensor, group_index: Tensor, tau: float) -> Tensor:
     """``tau * log(mean_j exp(r_j / tau))`` over each sample's group, via a stable logsumexp. [N] -> [N].
 

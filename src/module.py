@@ -17,7 +17,7 @@ import torch
 from kimi_rl.config import AlgoConfig, ConfigError
 from kimi_rl.distributed import (data_parallel_mesh, gather_rank_states, is_distributed, max_across_ranks,
                                  pick_rank_state, shard_model)
-from kimi_rl.losses import LOSSES
+from kimi_rl.losses import LOSSES, informative_rows
 from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches
 
 
@@ -84,11 +84,15 @@ class KimiRLModule(L.LightningModule):
             self._reset_optimizer_state()
         has_data = rollout is not None and rollout.input_ids.shape[0] > 0
         adv = self.loss_fn.advantages(rollout.rewards, rollout.group_index, self.algo) if has_data else None  # [N]
+        train = rollout
+        if has_data and self.algo.skip_uninformative_groups:
+            train = rollout.select(informative_rows(adv, rollout.group_index))
+            metrics["train/skipped_sample_frac"] = 1.0 - len(train) / len(rollout)
         sums: dict[str, float] = {}
         steps = 0
         for update in range(self.algo.updates_per_iteration):
             cut = group_minibatches if self.algo.minibatch_by == "group" else minibatches
-            mbs = list(cut(rollout, self.algo.minibatch_size, self.iteration * 1000 + update)) if has_data else []
+            mbs = list(cut(train, self.algo.minibatch_size, self.iteration * 1000 + update)) if has_data else []
             # every rank takes the same number of optimizer steps (DDP/FSDP collectives in backward)
             for i in range(max_across_ranks(len(mbs))):
                 if i >= len(mbs):
@@ -106,7 +110,7 @@ class KimiRLModule(L.LightningModule):
         metrics.update({f"train/{k}": v / max(steps, 1) for k, v in sums.items()})
         metrics["train/optimizer_steps"] = float(steps)
         metrics["train/skipped_steps"] = float(self.skipped_steps)
-        tokens = float(rollout.attention_mask.sum()) * self.algo.updates_per_iteration
+        tokens = float(train.attention_mask.sum()) * self.algo.updates_per_iteration
         dt = time.perf_counter() - t0
         metrics["time/train_s"] = dt
         metrics["throughput/train_tokens_per_s"] = tokens / max(dt, 1e-9)

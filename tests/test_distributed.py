@@ -25,6 +25,8 @@ def test_two_process_rl_keeps_engines_in_sync(strategy, tiny_model_dir, tmp_path
                    "rl.iterations=2", "rl.checkpoint_every=0", "rl.sample_log_every=0", "rl.eval_every=1",
                    "rollout.prompts_per_iteration=4", "rollout.samples_per_prompt=4",
                    "rollout.max_response_tokens=12", "rollout.kv_cache_gib=0.25", "algo.minibatch_size=8",
+                   # an untrained model gets reward 0 everywhere: train every group anyway (the losses are compared)
+                   "algo.skip_uninformative_groups=false",
                    "eval.samples=1", "eval.max_problems_per_level=4", f"run.dir={tmp_path}", "run.name=dist"],
                   cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from kimi_rl.config import AlgoConfig
-from kimi_rl.losses import LOSSES, GRPOLoss, LossOutput, ReSTLoss, group_logmeanexp, sequence_logp
+from kimi_rl.losses import (LOSSES, GRPOLoss, LossOutput, ReSTLoss, group_logmeanexp, informative_rows,
+                            sequence_logp)
 
 # Two samples, three positions; the last position of sample 0 is padding (mask 0).
 TOKEN_LOGP = [[-1.0, -2.0, -3.0], [-0.5, -0.5, -1.0]]
@@ -109,6 +110,19 @@ def test_mirror_descent_gradient_is_paper_eq3_on_toy_policy() -> None:
         for t in range(2):
             grad_objective[t] += coef[j] * (torch.nn.functional.one_hot(y[j, t], 3) - probs[t]) / 4
     assert torch.allclose(theta.grad, -grad_objective, atol=1e-12)
+
+
+def test_informative_rows_drop_groups_with_all_zero_advantages() -> None:
+    # groups 7: all right, 3: mixed, 9: all wrong, 5: mixed (rows not contiguous)
+    rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    group = torch.tensor([7, 7, 3, 3, 9, 9, 5, 5])
+    cfg = AlgoConfig()
+    adv = LOSSES.get("mirror_descent").advantages(rewards, group, cfg)  # [0, 0, .5, -.5, 0, 0, -.5, .5]
+    assert informative_rows(adv, group).tolist() == [2, 3, 6, 7]
+    # ReST's advantage is the 0/1 "keep" weight: an all-right group stays, an all-wrong one goes
+    rest = LOSSES.get("rest").advantages(rewards, group, cfg)
+    assert informative_rows(rest, group).tolist() == [0, 1, 2, 3, 6, 7]
+    assert informative_rows(torch.zeros(4), torch.tensor([0, 0, 1, 1])).numel() == 0
 
 
 def test_grpo_advantages() -> None:

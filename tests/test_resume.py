@@ -52,6 +52,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
               "rl.sample_log_every=0", "rollout.prompts_per_iteration=4", "rollout.samples_per_prompt=4",
               "rollout.max_response_tokens=16", "rollout.segment_tokens=8", "rollout.kv_cache_gib=0.25",
               "algo.minibatch_size=8", "algo.reset_optimizer=false", "eval.samples=1",
+              "algo.skip_uninformative_groups=false",  # reward-0 groups still train: losses are compared
               "eval.max_problems_per_level=3", f"run.dir={tmp_path}", "trainer.threads=1"]
     env = {**os.environ, "KIMI_RL_CONF": CONF}
     straight = subprocess.run(cli(common + ["run.name=straight"], tmp_path), cwd=tmp_path, env=env,

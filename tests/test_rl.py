@@ -53,7 +53,10 @@ def first_digit_verifier():
 def test_rl_iterations_through_trainer_and_vllm(tiny_model_dir, tmp_path, first_digit_verifier):
     train, heldout = make_problems([1], 60, 10, seed=0)
     task = TaskData(train, heldout, first_digit_verifier)
-    cfg = rl_config(tiny_model_dir, tmp_path, rl={"iterations": 3, "checkpoint_every": 2, "eval_every": 2})
+    # every group trains (a fast-learning tiny model may get a batch of all-right groups, which the
+    # default would skip: no loss, no engine check that iteration)
+    cfg = rl_config(tiny_model_dir, tmp_path, rl={"iterations": 3, "checkpoint_every": 2, "eval_every": 2},
+                    algo={"skip_uninformative_groups": False})
     before = {k: v.clone() for k, v in __import__("kimi_rl.modeling", fromlist=["x"]).load_model(tiny_model_dir).state_dict().items()}
     final, results = run_rl(cfg, RunPaths(cfg.run.dir, cfg.run.name), task, tiny_model_dir)
 
@@ -92,8 +95,12 @@ def test_fixed_seed_rl_raises_training_reward(tiny_model_dir, tmp_path, first_di
     cfg = rl_config(tiny_model_dir, tmp_path, rl={"iterations": 8, "checkpoint_every": 0, "sample_log_every": 0},
                     algo={"lr": 1e-2, "tau": 0.05})
     run_rl(cfg, RunPaths(cfg.run.dir, cfg.run.name), task, tiny_model_dir)
-    rewards = [v for _, v in scalars(tmp_path / "rl" / "tb" / "rl")["reward/mean"]]
+    m = scalars(tmp_path / "rl" / "tb" / "rl")
+    rewards = [v for _, v in m["reward/mean"]]
     assert len(rewards) == 8
+    # the default leaves groups whose 4 rewards are all equal out of the update: whole groups of 32 rows
+    skipped = [v for _, v in m["train/skipped_sample_frac"]]
+    assert len(skipped) == 8 and all(0 <= v <= 1 and (v * 32) % 4 == 0 for v in skipped), skipped
     assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.15, rewards
 
 
