@@ -236,7 +236,7 @@ def load_file_problems(cfg: Config) -> list[Problem]:
             return list(load_code_problems(data.path, data.question_field).problems)
         # the labels being estimated are not read: a file labelled on some rows only loads too
         return list(load_problem_file(data.path, data.question_field, data.answer_field,
-                                      difficulty_field="\x00kimi_rl:ignored").problems)
+                                      difficulty_field=None).problems)
     except (DataFileError, CodeTaskError) as e:
         raise ConfigError(f"data.path: {str(e).replace(_SKIP_HINT, '')}; every row gets a label, "
                           "so every row must load (data.skip_bad_rows does not apply here)") from None

@@ -13,9 +13,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 import torch.distributed as dist
 
-from kimi_rl.tasks.base import UNLABELLED
 from kimi_rl.config import CurriculumStage, DataConfig
 from kimi_rl.registry import Registry
+from kimi_rl.tasks.base import UNLABELLED
 
 
 def priority_weight(success_rate: float, floor: float) -> float:

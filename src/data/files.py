@@ -143,7 +143,8 @@ def _text(row: dict, name: str, numbers_ok: bool) -> str:
     return value
 
 
-def _problem(raw: _RawRow, stem: str, q_field: str, a_field: str, d_field: str, id_field: str | None) -> Problem:
+def _problem(raw: _RawRow, stem: str, q_field: str, a_field: str, d_field: str | None,
+             id_field: str | None) -> Problem:
     """One row as a Problem; raises ValueError saying what is wrong with the row."""
     if raw.error:
         raise ValueError(raw.error)
@@ -154,7 +155,7 @@ def _problem(raw: _RawRow, stem: str, q_field: str, a_field: str, d_field: str, 
     answer = _text(row, a_field, numbers_ok=True)
     if not reference_answer(answer):
         raise ValueError(f"field '{a_field}' has an empty final answer after '####'")
-    difficulty = _difficulty(row.get(d_field), d_field)
+    difficulty = _difficulty(row.get(d_field), d_field) if d_field else DEFAULT_DIFFICULTY
     row_id = row.get(id_field) if id_field else None
     uid = f"{stem}:{row_id if row_id is not None else raw.index}"
     meta = {k: v for k, v in row.items() if k not in (q_field, a_field)}
@@ -165,15 +166,15 @@ def load_problem_file(
     path: str | Path,
     question_field: str = "question",
     answer_field: str = "answer",
-    difficulty_field: str = "difficulty",
+    difficulty_field: str | None = "difficulty",
     skip_bad_rows: bool = False,
     id_field: str | None = "id",
 ) -> LoadResult:
     """Problems of a ``.jsonl``, ``.json`` (a list of rows, or ``{"data": [...]}``) or ``.parquet`` file.
 
     ``uid`` is ``"<file stem>:<id field>"`` when a row has ``id_field``, else ``"<file stem>:<row>"``
-    (0-based row number). A file without difficulties is all level 1; see ``_mixed_labels`` for one
-    that labels only some rows. A malformed row raises
+    (0-based row number). A file without difficulties (or ``difficulty_field=None``: labels not read) is
+    all level 1; see ``_mixed_labels`` for one that labels only some rows. A malformed row raises
     ``DataFileError`` naming the file and line/row, or with ``skip_bad_rows`` is left out and counted.
     Whole-file problems (unreadable JSON or Parquet, an unknown suffix, no usable rows) always raise.
     """
@@ -199,7 +200,7 @@ def load_problem_file(
             reasons.append(message)
             continue
         seen[problem.uid] = raw.where
-        if isinstance(raw.fields, dict) and raw.fields.get(difficulty_field) is None:
+        if difficulty_field and isinstance(raw.fields, dict) and raw.fields.get(difficulty_field) is None:
             unlabelled.append((len(problems), raw.where))
         problems.append(problem)
     if not problems:
