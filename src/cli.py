@@ -143,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kimi-rl: config error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # errors that speak to the user: bad data rows, an engine that cannot start
+        if type(e).__name__ == "TrainingInterrupted":  # SIGINT / SIGTERM: checkpoint written, clean stop
+            from kimi_rl.runs import is_rank_zero
+
+            if is_rank_zero():
+                print(f"[kimi-rl] {e}", file=sys.stderr, flush=True)
+            return e.exit_code  # type: ignore[attr-defined]
         if type(e).__name__ in USER_ERRORS:
             print(f"kimi-rl: {type(e).__name__}: {e}", file=sys.stderr)
             return 2

@@ -5,7 +5,9 @@ Every field documents itself; ``__post_init__`` checks run on the final, merged 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import PurePosixPath
 from typing import Any, Optional
 
 
@@ -22,16 +24,53 @@ def _one_of(value: str, key: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, key, f"'{value}' is not one of {', '.join(choices)}")
 
 
+def _finite(section: object, prefix: str) -> None:
+    """Every float of ``section`` is a finite number: inf and nan are no valid setting of any key."""
+    for f in fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}.{f.name}: must be a finite number, got {value}")
+
+
+def _at_least(section: object, prefix: str, minimum: int, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        _check(value >= minimum, f"{prefix}.{name}", f"must be >= {minimum}, got {value}")
+
+
+RESERVED_RUN_NAMES = ("cache",)
+"""First parts of ``run.name`` taken by shared folders under ``run.dir`` (``<dir>/cache``: cached models)."""
+
+
+def check_run_name(name: str) -> None:
+    """``run.name`` must name a folder inside ``run.dir``: relative, no ``..`` or empty parts, no backslash
+    (``a/b`` is allowed: long2short writes ``<name>/long2short/<method>``)."""
+    parts = name.split("/")
+    ok = bool(name.strip()) and "\\" not in name and "\0" not in name and not PurePosixPath(name).is_absolute() \
+        and all(p not in ("", ".", "..") and p.strip() == p for p in parts)
+    _check(ok, "run.name", f"'{name}' must be a folder name inside run.dir (no '..', no leading '/', "
+                           f"no empty parts or surrounding spaces), e.g. run.name=my_run")
+    _check(parts[0] not in RESERVED_RUN_NAMES, "run.name",
+           f"'{name}' is taken by the shared folder <run.dir>/{parts[0]}; choose another name")
+
+
 @dataclass
 class RunConfig:
     name: str = "arithmetic"
-    """Run name; everything of the run goes to ``<dir>/<name>/``."""
+    """Run name; everything of the run goes to ``<dir>/<name>/`` (a relative path inside ``dir``: no ``..``)."""
     dir: str = "runs"
     """Parent folder of all runs (and of the SFT warm-up cache ``<dir>/cache``)."""
     seed: int = 0
     """Seed for data, model init, sampling and rollouts."""
     resume: Optional[str] = None
-    """``auto`` (latest checkpoint of this run, if any), a checkpoint path, or null."""
+    """``auto`` (this run's last.ckpt, or previous.ckpt when last.ckpt is missing or unreadable; a fresh start when
+    there is none), a checkpoint path, or null."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "run")
+        check_run_name(self.name)
+        _check(bool(self.dir.strip()), "run.dir", "must be a folder path, e.g. run.dir=runs")
+        _check(0 <= self.seed < 2**31, "run.seed", f"must be in [0, 2^31), got {self.seed}")
 
 
 @dataclass
@@ -56,10 +95,16 @@ class ModelConfig:
     """Weights dtype for training and the engine: float32 | bfloat16 | float16."""
 
     def __post_init__(self) -> None:
+        _finite(self, "model")
         _one_of(self.arch, "model.arch", ("qwen2", "llama"))
         _one_of(self.dtype, "model.dtype", ("float32", "bfloat16", "float16"))
+        _at_least(self, "model", 1, "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
+        _at_least(self, "model", 2, "max_position_embeddings")
         _check(self.hidden_size % self.num_heads == 0, "model.hidden_size",
                f"{self.hidden_size} is not divisible by model.num_heads={self.num_heads}")
+        _check((self.hidden_size // self.num_heads) % 2 == 0, "model.hidden_size",
+               f"head size {self.hidden_size} / model.num_heads={self.num_heads} is odd; rotary embeddings "
+               f"need an even head size")
         _check(self.num_heads % self.num_kv_heads == 0, "model.num_kv_heads",
                f"model.num_heads={self.num_heads} is not a multiple of {self.num_kv_heads}")
 
@@ -98,7 +143,8 @@ class DataConfig:
     """Share of a data file held out for evaluation: round(f * n) rows chosen by a hash of (run.seed, row uid),
     independent of row order; unused by the built-in task and the packaged benchmarks (train = held-out = all)."""
     skip_bad_rows: bool = False
-    """Skip (and count) malformed rows instead of failing at start."""
+    """Skip malformed rows, and rows whose prompt leaves the model no room for ``max_response_tokens``, instead
+    of failing at start; the counts per reason are printed and written to ``<run>/skipped_rows.json``."""
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     """Built-in task: difficulty levels = digits per operand of the addition."""
     train_per_level: int = 2000
@@ -121,6 +167,7 @@ class DataConfig:
     """Curriculum stages, easy to hard; empty means one stage over all levels."""
 
     def __post_init__(self) -> None:
+        _finite(self, "data")
         _one_of(self.source, "data.source", ("arithmetic", "file", "math500", "aime2024", "aime2025", "humaneval"))
         _one_of(self.sampler, "data.sampler",
                 ("uniform", "curriculum", "prioritized", "curriculum_prioritized"))
@@ -130,10 +177,28 @@ class DataConfig:
         _check(0 < self.heldout_fraction < 1, "data.heldout_fraction", "must be in (0, 1)")
         _check(len(self.levels) > 0 and all(1 <= lv <= 9 for lv in self.levels), "data.levels",
                "needs at least one level, each between 1 and 9 digits")
-        _check(self.train_per_level > 0 and self.heldout_per_level > 0, "data.train_per_level",
-               "train_per_level and heldout_per_level must be positive")
+        _at_least(self, "data", 1, "train_per_level", "heldout_per_level")
+        _at_least(self, "data", 0, "max_rechecks")
+        _check(0 <= self.correction_prob <= 1, "data.correction_prob", f"must be in [0, 1], got {self.correction_prob}")
+        for key in ("question_field", "answer_field"):
+            _check(bool(getattr(self, key).strip()), f"data.{key}", "must name a field of the data rows")
+        _check_template(self.prompt_template)
+        for i, stage in enumerate(self.curriculum):
+            iterations = getattr(stage, "iterations", 0)
+            _check(iterations >= 0, f"data.curriculum[{i}].iterations", f"must be >= 0, got {iterations}")
         if self.source == "file":
             _check(bool(self.path), "data.path", "is required when data.source is 'file'")
+
+
+def _check_template(template: str) -> None:
+    """``data.prompt_template`` formats with ``{question}`` alone and contains the question."""
+    marker = "\x00question\x00"
+    try:
+        text = template.format(question=marker)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"data.prompt_template: {template!r} does not format with only {{question}} ({err!r}); "
+                          f"double literal braces, e.g. '\\boxed{{{{}}}}'") from None
+    _check(marker in text, "data.prompt_template", f"{template!r} has no {{question}}: the prompt would lack it")
 
 
 @dataclass
@@ -156,9 +221,13 @@ class SFTConfig:
     """Log to TensorBoard every N steps."""
 
     def __post_init__(self) -> None:
+        _finite(self, "sft")
         _check(self.max_steps > 0, "sft.max_steps", "must be positive")
         _check(self.tokens_per_step >= 64, "sft.tokens_per_step", "must be >= 64")
         _check(self.lr > 0, "sft.lr", "must be positive")
+        _at_least(self, "sft", 0, "warmup_steps")
+        _at_least(self, "sft", 1, "traces_per_problem", "log_every")
+        _check(self.weight_decay >= 0, "sft.weight_decay", f"must be >= 0, got {self.weight_decay}")
 
 
 @dataclass
@@ -213,6 +282,7 @@ class AlgoConfig:
     """Reward added to a trajectory stopped for repeating itself (e.g. -0.5)."""
 
     def __post_init__(self) -> None:
+        _finite(self, "algo")
         _check(self.tau > 0, "algo.tau", "must be positive")
         _one_of(self.baseline, "algo.baseline", ("mean", "logmeanexp"))
         _one_of(self.len_schedule, "algo.len_schedule", ("constant", "linear"))
@@ -224,6 +294,13 @@ class AlgoConfig:
         _check(0.0 <= self.momentum < 1.0, "algo.momentum", "must be in [0, 1)")
         _check(self.len_warmup_iterations >= 0, "algo.len_warmup_iterations", "must be >= 0")
         _check(self.len_reward_weight >= 0, "algo.len_reward_weight", "must be >= 0")
+        _at_least(self, "algo", 0, "len_ramp_iterations")
+        _check(self.weight_decay >= 0, "algo.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.max_grad_norm >= 0, "algo.max_grad_norm", f"must be >= 0 (0 disables clipping), got "
+                                                             f"{self.max_grad_norm}")
+        _check(self.clip_eps > 0, "algo.clip_eps", f"must be positive, got {self.clip_eps}")
+        _check(self.repeat_penalty <= 0, "algo.repeat_penalty",
+               f"must be <= 0 (it is added to the reward of a repeating trajectory), got {self.repeat_penalty}")
         if self.len_schedule == "linear":
             _check(self.len_ramp_iterations >= 1, "algo.len_ramp_iterations",
                    "must be >= 1 when algo.len_schedule is 'linear'")
@@ -264,6 +341,7 @@ class RolloutConfig:
     """vLLM on GPU: put the engine to sleep during training (hybrid deployment)."""
 
     def __post_init__(self) -> None:
+        _finite(self, "rollout")
         _one_of(self.engine, "rollout.engine", ("vllm", "hf"))
         _one_of(self.weight_sync, "rollout.weight_sync", ("inplace", "rebuild"))
         _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
@@ -275,12 +353,23 @@ class RolloutConfig:
         _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
         for key in ("repeat_ngram", "repeat_count", "repeat_window"):
             _check(getattr(self, key) >= 0, f"rollout.{key}", "must be >= 0")
+        if self.repeat_ngram > 0:  # the RepeatDetector's own rules, checked before any model is built
+            _check(self.repeat_count >= 2, "rollout.repeat_count", f"must be >= 2, got {self.repeat_count}")
+            _check(self.repeat_window >= self.repeat_ngram * self.repeat_count, "rollout.repeat_window",
+                   f"{self.repeat_window} can never hold rollout.repeat_count={self.repeat_count} copies of a "
+                   f"rollout.repeat_ngram={self.repeat_ngram}-gram: make it >= "
+                   f"{self.repeat_ngram * self.repeat_count}")
         if self.segment_tokens is not None:
             _check(self.segment_tokens >= 1, "rollout.segment_tokens",
                    f"must be positive, got {self.segment_tokens}")
             _check(self.segment_tokens <= self.max_response_tokens, "rollout.segment_tokens",
                    f"{self.segment_tokens} is larger than rollout.max_response_tokens="
                    f"{self.max_response_tokens}")
+
+
+PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "32", "16", "bf16", "64")
+"""Lightning's precision values (tests/test_config.py compares them with Lightning's own list)."""
 
 
 @dataclass
@@ -299,9 +388,12 @@ class TrainerConfig:
     """torch threads per process (0: all cores / devices)."""
 
     def __post_init__(self) -> None:
+        _finite(self, "trainer")
         _one_of(self.strategy, "trainer.strategy", ("auto", "ddp", "fsdp"))
         _one_of(self.accelerator, "trainer.accelerator", ("auto", "cpu", "gpu", "cuda"))
-        _check(self.devices >= 1 and self.num_nodes >= 1, "trainer.devices", "must be >= 1")
+        _one_of(self.precision, "trainer.precision", PRECISIONS)
+        _at_least(self, "trainer", 1, "devices", "num_nodes")
+        _at_least(self, "trainer", 0, "threads")
 
 
 @dataclass
@@ -311,15 +403,17 @@ class RLConfig:
     iterations: int = 50
     """RL iterations (rollout + update + weight sync)."""
     checkpoint_every: int = 10
-    """Save a Lightning checkpoint every N iterations and at the end (0: only at the end)."""
+    """Save a Lightning checkpoint every N iterations and at the end (0: only at the end); SIGINT (Ctrl-C) or
+    SIGTERM also saves one, at the end of the current iteration, and stops the run (exit code 130 / 143)."""
     eval_every: int = 0
     """Held-out evaluation every N iterations (0: only before and after RL)."""
     sample_log_every: int = 10
     """Write sample completions to TensorBoard every N iterations (0: never)."""
 
     def __post_init__(self) -> None:
-        for key in ("iterations", "checkpoint_every", "eval_every", "sample_log_every"):
-            _check(getattr(self, key) >= 0, f"rl.{key}", "must be >= 0")
+        _finite(self, "rl")
+        _at_least(self, "rl", 1, "iterations")
+        _at_least(self, "rl", 0, "checkpoint_every", "eval_every", "sample_log_every")
 
 
 @dataclass
@@ -334,6 +428,7 @@ class EvalConfig:
     """Cap on held-out problems per difficulty level."""
 
     def __post_init__(self) -> None:
+        _finite(self, "eval")
         _check(self.samples >= 1, "eval.samples", "must be >= 1")
         _check(self.temperature >= 0, "eval.temperature", "must be >= 0 (0 = greedy)")
         _check(self.max_problems_per_level >= 1, "eval.max_problems_per_level", "must be >= 1")
@@ -351,6 +446,7 @@ class PhaseConfig:
     """long2short RL: length reward weight, on from the start of the phase."""
 
     def __post_init__(self) -> None:
+        _finite(self, "phase")
         _check(self.long2short_at_iteration is None or self.long2short_at_iteration >= 0,
                "phase.long2short_at_iteration", "must be null or >= 0")
         _check(self.long2short_max_response_tokens >= 1, "phase.long2short_max_response_tokens", "must be >= 1")
@@ -369,3 +465,13 @@ class Config:
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     phase: PhaseConfig = field(default_factory=PhaseConfig)
+
+    def __post_init__(self) -> None:
+        """Checks across sections (each section checked its own keys)."""
+        if self.model.path:
+            return  # a model folder's context is checked against the data when it loads (tasks.load_task)
+        context = self.model.max_position_embeddings
+        for key, tokens in (("rollout.max_response_tokens", self.rollout.max_response_tokens),
+                            ("eval.max_response_tokens", self.eval.max_response_tokens)):
+            _check(tokens is None or tokens < context, key,
+                   f"{tokens} leaves no room for a prompt in model.max_position_embeddings={context}")

@@ -72,7 +72,104 @@ def check_model_folder(path: str | Path, key: str = "model.path") -> Path:
         json.loads((p / "config.json").read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{key}: '{p}/config.json' is not valid JSON: {e}") from None
+    check_weight_shapes(p, key)
     return p
+
+
+def model_context(path: str | Path) -> int | None:
+    """Longest prompt + response (tokens) the model folder's config.json allows, or None when it does not say."""
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    for section in (cfg, cfg.get("text_config") or {}):
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            if isinstance(section.get(name), int) and section[name] > 0:
+                return section[name]
+    return None
+
+
+def _safetensors_shapes(path: Path, key: str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header (8-byte length, then JSON), without reading the weights;
+    a file shorter than its header says (a truncated copy) is an error."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= min(size - 8, 1 << 28):
+                raise ValueError(f"header length {n} does not fit the file's {size} bytes")
+            header = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{key}: '{path}' is not a readable safetensors file ({e})") from None
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    end = max((v["data_offsets"][1] for v in tensors.values()), default=0)
+    if size < 8 + n + end:
+        raise ConfigError(f"{key}: '{path}' is truncated: {size} bytes where its header needs {8 + n + end}")
+    return {k: tuple(v["shape"]) for k, v in tensors.items()}
+
+
+def _weight_shapes(folder: Path, key: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Every tensor of the folder's weight files: name -> (shape, file name)."""
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    files = sorted(folder.glob("*.safetensors"))
+    for f in files:
+        shapes.update({k: (v, f.name) for k, v in _safetensors_shapes(f, key).items()})
+    if files:
+        return shapes
+    for f in sorted(folder.glob("*.bin")):
+        try:  # memory-mapped: only the shapes are read
+            state = torch.load(str(f), map_location="cpu", mmap=True, weights_only=True)
+        except Exception as e:
+            raise ConfigError(f"{key}: '{f}' is not a readable PyTorch weights file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]})") from None
+        shapes.update({k: (tuple(v.shape), f.name) for k, v in state.items() if isinstance(v, torch.Tensor)})
+    return shapes
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def check_weight_shapes(folder: Path, key: str = "model.path") -> None:
+    """config.json and the weights agree: every tensor both name has one shape, the layer count matches, and an
+    untied model has its lm_head. Reads file headers and builds the model on the meta device (no memory)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # an unknown model_type, a bad value in config.json
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:400]
+        raise ConfigError(f"{key}: '{folder}/config.json' does not describe a causal LM transformers can build "
+                          f"({type(e).__name__}: {detail})") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = _weight_shapes(folder, key)
+    if not set(found) & set(expected) and any(f"model.{k}" in expected for k in found):
+        found = {f"model.{k}": v for k, v in found.items()}  # weights of the bare decoder (no "model." prefix)
+    packed = getattr(config, "quantization_config", None) is not None  # quantized weights are stored packed
+    for name, want in expected.items():  # in the model's order: the embedding before the layers and lm_head
+        shape, file = found.get(name, (want, ""))
+        if shape != want and not packed:
+            raise ConfigError(f"{key}: '{folder}': tensor '{name}' in {file} has shape {_fmt(shape)} but config.json "
+                              f"implies {_fmt(want)}: the config does not belong to these weights")
+    layers = _layer_count(found)
+    n_config = getattr(config, "num_hidden_layers", None)
+    # multi-token-prediction heads are stored as extra layers (DeepSeek-V3, GLM-4.5)
+    extra = getattr(config, "num_nextn_predict_layers", 0) or getattr(config, "mtp_num_hidden_layers", 0) or 0
+    if layers and isinstance(n_config, int) and not n_config <= layers <= n_config + extra:
+        raise ConfigError(f"{key}: '{folder}': config.json has num_hidden_layers={n_config} but the weights hold "
+                          f"{layers} layers")
+    tied = getattr(config, "tie_word_embeddings", False) or getattr(getattr(config, "text_config", None),
+                                                                    "tie_word_embeddings", False)
+    if "lm_head.weight" in expected and "lm_head.weight" not in found and not tied and found:
+        raise ConfigError(f"{key}: '{folder}': config.json has tie_word_embeddings=false but the weights hold no "
+                          f"'lm_head.weight' (it would start random)")
+
+
+def _layer_count(shapes: dict) -> int:
+    """Decoder layers in the weights: 1 + the largest N of ``*.layers.N.*`` names (0 when none)."""
+    import re
+
+    found = [int(m.group(1)) for k in shapes if (m := re.search(r"(?:^|\.)layers\.(\d+)\.", k))]
+    return max(found) + 1 if found else 0
 
 
 def load_tokenizer(path: str | Path):

@@ -5,14 +5,15 @@ Each stage reads and writes Hugging Face folders; finished stages are cached by 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from kimi_rl.config import Config, ConfigError
 from kimi_rl.config_loader import save_config
-from kimi_rl.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer
+from kimi_rl.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer, model_context
 from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, mark_done
-from kimi_rl.tasks import TaskData, load_task
+from kimi_rl.tasks import PromptLimit, TaskData, load_task
 
 
 BASE_FORMAT = 2
@@ -38,7 +39,9 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
         LOSSES.get(cfg.algo.loss)
     except KeyError as e:
         raise ConfigError(f"algo.loss: {e.args[0]}") from None
-    task = load_task(cfg.data, cfg.run.seed)
+    if cfg.rl.enabled:
+        resume_path(cfg, paths)  # a bad checkpoint fails now, not after the warm-up (run_rl resolves it again)
+    task = load_task(cfg.data, cfg.run.seed, prompt_limit(cfg))
     check_verifier(task.verifier, cfg.data.verifier_options)
     from kimi_rl.sampling import SAMPLERS
 
@@ -48,14 +51,56 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
         raise ConfigError(f"data.sampler={cfg.data.sampler}: {e.args[0] if e.args else e}") from None
     if is_rank_zero():
         save_config(cfg, paths.config)
+        report = write_skipped_rows(paths, task)
+        for line in task.skip_summary():
+            log(line)
+        if task.skipped:
+            log(f"  every skipped row: {report}")
     return paths, task
 
 
+def prompt_limit(cfg: Config) -> PromptLimit | None:
+    """The longest prompt the model takes: its context (``max_position_embeddings`` of ``model.path``, or of the
+    built model) minus the longest response the run asks for; None when a model folder does not say."""
+    eval_tokens = cfg.eval.max_response_tokens or 0
+    key = "eval.max_response_tokens" if eval_tokens > cfg.rollout.max_response_tokens else "rollout.max_response_tokens"
+    response = max(eval_tokens, cfg.rollout.max_response_tokens)
+    if cfg.model.path:
+        context = model_context(cfg.model.path)
+        if context is None:
+            return None
+        source, tokenizer = f"max_position_embeddings={context} of {cfg.model.path}", load_tokenizer(cfg.model.path)
+    else:
+        from kimi_rl.tokenizer import build_char_tokenizer
+
+        context, tokenizer = cfg.model.max_position_embeddings, build_char_tokenizer()
+        source = f"model.max_position_embeddings={context}"
+    if context - response < 1:
+        raise ConfigError(f"{key}: {response} leaves no room for a prompt in the model's context ({source})")
+    tokenizer.model_max_length = 1 << 62  # this private copy only counts tokens: no "longer than maximum" warning
+    return PromptLimit(tokenizer, context - response, f"{source} - {key}={response}")
+
+
+def write_skipped_rows(paths: RunPaths, task: TaskData) -> Path:
+    """``<run>/skipped_rows.json``: rows read and kept, skips per reason, and every skipped row (rank 0 calls)."""
+    path = paths.root / "skipped_rows.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(task.skip_report(), indent=1))
+    return path
+
+
 def check_verifier(name: str, options) -> None:
-    """Build (and close) the verifier once at start: a bad name or option fails before any training."""
+    """Build (and close) the verifier once at start: a bad name or option fails before any training,
+    as one ConfigError naming ``data.verifier`` or ``data.verifier_options``."""
     from kimi_rl.rewards import make_verifier
 
-    verifier = make_verifier(name, options)
+    try:
+        verifier = make_verifier(name, options)
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:  # e.g. an unknown sandbox backend from the code verifier
+        detail = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ConfigError(f"data.verifier_options {dict(options or {})} for verifier '{name}': {detail}") from None
     close = getattr(verifier, "close", None)
     if close:
         close()
@@ -228,43 +273,90 @@ def save_policy(model, tokenizer, folder: Path, is_rank_zero: bool) -> None:
 
 
 def resume_path(cfg: Config, paths: RunPaths) -> str | None:
-    """``run.resume``: auto (the run's last checkpoint when there is one), a path, or None.
+    """``run.resume``: auto (the run's last checkpoint when there is one, else previous.ckpt), a path, or None.
 
-    The checkpoint is opened before training starts, so a corrupt one fails at once."""
+    The checkpoint is opened before training starts, so a corrupt one fails at once (or, with auto, falls back)."""
     if not cfg.run.resume:
         return None
-    from kimi_rl.config import ConfigError
-
     if cfg.run.resume == "auto":
-        # a kill between the two renames of a save leaves only previous.ckpt
-        found = [p for p in (paths.checkpoints / "last.ckpt", paths.checkpoints / "previous.ckpt") if p.exists()]
-        if not found:
-            return None
-        path = found[0]
+        found = _auto_checkpoint(paths.checkpoints)
     else:
-        path = Path(cfg.run.resume)
-        if not path.exists():
-            raise ConfigError(f"run.resume: checkpoint '{path}' does not exist")
-    check_checkpoint(path)
-    return str(path)
+        if not Path(cfg.run.resume).exists():
+            raise ConfigError(f"run.resume: checkpoint '{cfg.run.resume}' does not exist")
+        check_checkpoint(Path(cfg.run.resume))
+        found = cfg.run.resume
+    if found is not None:
+        _check_not_finished(Path(found), cfg.rl.iterations)
+    return found
 
 
-def check_checkpoint(path: Path) -> None:
-    """Raise a clear error when ``path`` is not a readable Lightning checkpoint (file or FSDP folder)."""
-    from kimi_rl.config import ConfigError
-
-    previous = path.parent / "previous.ckpt"
-    hint = f"; the previous good checkpoint is {previous} (run.resume={previous})" if previous.exists() else ""
+def _check_not_finished(path: Path, iterations: int) -> None:
+    """The checkpoint a finished run writes at its end has its (one) epoch over: Lightning would train no further
+    iteration from it, so asking for more is an error instead of a silent no-op."""
     if path.is_dir():
-        if not (path / ".metadata").is_file():
-            raise ConfigError(f"run.resume: '{path}' is not a complete distributed checkpoint (no .metadata){hint}")
         return
+    import torch
+
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+    progress = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    done = int(ckpt.get("kimi_rl", {}).get("iteration", 0))
+    if progress.get("completed", 0) >= 1 and done < iterations:
+        raise ConfigError(f"run.resume: '{path}' is the end of a finished run of {done} iterations; it cannot be "
+                          f"continued to rl.iterations={iterations}. Start a new run.name from its final_model "
+                          f"(model.path=<run>/final_model sft.enabled=false)")
+
+
+def _auto_checkpoint(folder: Path) -> str | None:
+    """``run.resume=auto``: last.ckpt, or previous.ckpt when last.ckpt is missing (a kill between the two renames
+    of a save) or unreadable (a kill or a full disk while writing). An unreadable last.ckpt is moved aside to
+    ``last.ckpt.corrupt`` (rank 0), so that the next save does not rotate it into previous.ckpt."""
+    last, previous = folder / "last.ckpt", folder / "previous.ckpt"
+    if not last.exists() and not previous.exists():
+        return None
+    problem = checkpoint_problem(last) if last.exists() else "missing"
+    if problem is None:
+        return str(last)
+    if not previous.exists():
+        raise ConfigError(f"run.resume=auto: checkpoint '{last}' is {problem}, and there is no {previous.name}")
+    if (earlier := checkpoint_problem(previous)) is not None:
+        raise ConfigError(f"run.resume=auto: checkpoint '{last}' is {problem}, and '{previous}' is {earlier}")
+    if not last.exists():
+        return str(previous)
+    log(f"run.resume=auto: {last} is {problem}; resuming from {previous} (one save earlier); the unreadable "
+        f"file is kept as {last.name}.corrupt")
+    if is_rank_zero():
+        corrupt = folder / f"{last.name}.corrupt"
+        if corrupt.is_dir():
+            import shutil
+
+            shutil.rmtree(corrupt)
+        elif corrupt.exists():
+            corrupt.unlink()
+        os.replace(last, corrupt)
+    return str(previous)
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What makes ``path`` unusable as a Lightning checkpoint (a file, or an FSDP folder), or None when it loads."""
+    if path.is_dir():
+        return None if (path / ".metadata").is_file() else "not a complete distributed checkpoint (no .metadata)"
     import torch
 
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:  # truncated zip, wrong format, ...
-        raise ConfigError(f"run.resume: checkpoint '{path}' is corrupt or truncated ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:200]}){hint}") from None
+        first = (str(e).splitlines() or [""])[0].split(". ")[0][:200]  # the first sentence says what failed
+        return f"corrupt or truncated ({type(e).__name__}: {first})"
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ConfigError(f"run.resume: '{path}' is not a Lightning checkpoint (no state_dict){hint}")
+        return "not a Lightning checkpoint (no state_dict)"
+    return None
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise a clear error when ``path`` is not a readable Lightning checkpoint (file or FSDP folder)."""
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        previous = path.parent / "previous.ckpt"
+        hint = f"; the previous checkpoint is {previous} (run.resume={previous})" \
+            if previous.exists() and previous != path else ""
+        raise ConfigError(f"run.resume: checkpoint '{path}' is {problem}{hint}")

@@ -124,3 +124,116 @@ def test_names_and_sft_on_real_data_are_checked_before_training(tmp_path):
         prepare(load_config(["data.levels=[3,4]", "data.train_per_level=20", f"run.dir={tmp_path}"]))
     assert load_config(["data=gsm8k_small"]).sft.enabled is False
     assert load_config(["data=math500"]).eval.max_problems_per_level >= 311
+
+
+# ---- every value checked against its range at start (issue 16, item 4)
+
+@pytest.mark.parametrize("override, key", [
+    ("rl.iterations=0", "rl.iterations"), ("algo.weight_decay=-5", "algo.weight_decay"),
+    ("rollout.temperature=inf", "rollout.temperature"), ("algo.tau=inf", "algo.tau"), ("algo.tau=nan", "algo.tau"),
+    ("run.name=../x", "run.name"), ("run.name=/tmp/x", "run.name"), ("run.name=a/../../x", "run.name"),
+    ("run.name=cache", "run.name"), ("run.seed=-1", "run.seed"), ("sft.weight_decay=-1", "sft.weight_decay"),
+    ("sft.log_every=0", "sft.log_every"), ("model.num_heads=0", "model.num_heads"),
+    ("model.max_position_embeddings=0", "model.max_position_embeddings"),
+    ("trainer.precision=bogus", "trainer.precision"), ("trainer.num_nodes=0", "trainer.num_nodes"),
+    ("trainer.threads=-1", "trainer.threads"), ("algo.max_grad_norm=-1", "algo.max_grad_norm"),
+    ("algo.clip_eps=0", "algo.clip_eps"), ("algo.repeat_penalty=0.5", "algo.repeat_penalty"),
+    ("data.correction_prob=2", "data.correction_prob"), ("data.max_rechecks=-1", "data.max_rechecks"),
+    ("data.heldout_fraction=-inf", "data.heldout_fraction"), ("eval.temperature=inf", "eval.temperature"),
+    ("phase.long2short_len_reward_weight=inf", "phase.long2short_len_reward_weight"),
+    ("rollout.max_response_tokens=1024", "rollout.max_response_tokens"),  # the built model's whole context
+    ("eval.max_response_tokens=5000", "eval.max_response_tokens"),
+])
+def test_out_of_range_values_are_one_line_errors_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match="^" + key.replace(".", r"\.") + ": ") as err:
+        load_config([override])
+    assert "\n" not in str(err.value)
+
+
+def test_repeat_detection_and_template_rules_are_checked_in_the_config():
+    with pytest.raises(ConfigError, match=r"rollout\.repeat_count: must be >= 2"):
+        load_config(["rollout.repeat_ngram=4", "rollout.repeat_count=1"])
+    with pytest.raises(ConfigError, match=r"rollout\.repeat_window: 10 can never hold"):
+        load_config(["rollout.repeat_ngram=4", "rollout.repeat_count=8", "rollout.repeat_window=10"])
+    with pytest.raises(ConfigError, match=r"model\.hidden_size: head size .* is odd"):
+        load_config(["model.hidden_size=6", "model.num_heads=2", "model.num_kv_heads=2"])
+    from kimi_rl.config import DataConfig
+
+    with pytest.raises(ConfigError, match=r"data\.prompt_template: .*\{x\}.*KeyError"):
+        DataConfig(prompt_template="{question} {x}")
+    with pytest.raises(ConfigError, match=r"data\.prompt_template: 'Solve it' has no \{question\}"):
+        DataConfig(prompt_template="Solve it")
+    with pytest.raises(ConfigError, match=r"data\.question_field"):
+        DataConfig(question_field=" ")
+
+
+def test_every_float_key_rejects_inf_and_nan():
+    """A float key added later is covered too: every section's __post_init__ checks finiteness."""
+    import dataclasses
+
+    cfg = load_config([])
+    checked = 0
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        for f in dataclasses.fields(values):
+            if isinstance(getattr(values, f.name), float):
+                for bad in (float("inf"), float("-inf"), float("nan")):
+                    with pytest.raises(ConfigError, match=rf"^{section.name}\.{f.name}: must be a finite number"):
+                        dataclasses.replace(values, **{f.name: bad})  # runs __post_init__ like load_config
+                checked += 1
+    assert checked >= 20
+
+
+def test_run_names_stay_inside_run_dir():
+    from kimi_rl.config import check_run_name
+
+    for good in ("my_run", "a/b", "exp-1.2", "arithmetic/long2short/rl"):
+        check_run_name(good)
+    for bad in ("", " ", "..", "../x", "a/../../b", "a//b", "/abs", "a\\b", "./x", " x"):
+        with pytest.raises(ConfigError, match="run.name"):
+            check_run_name(bad)
+
+
+def test_precision_choices_are_lightnings():
+    from typing import get_args
+
+    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+
+    from kimi_rl.config import PRECISIONS
+
+    assert set(PRECISIONS) == set(get_args(_PRECISION_INPUT_STR)) | set(get_args(_PRECISION_INPUT_STR_ALIAS))
+
+
+@pytest.mark.parametrize("override, first_line", [
+    ("rl.iterations=0", "kimi-rl: config error: rl.iterations: must be >= 1, got 0"),
+    ("algo.weight_decay=-5", "kimi-rl: config error: algo.weight_decay: must be >= 0, got -5.0"),
+    ("rollout.temperature=inf", "kimi-rl: config error: rollout.temperature: must be a finite number, got inf"),
+    ("algo.tau=inf", "kimi-rl: config error: algo.tau: must be a finite number, got inf"),
+    ("run.name=../x", "kimi-rl: config error: run.name: '../x' must be a folder name inside run.dir"),
+])
+def test_cli_stops_at_start_with_one_line(tmp_path, capsys, override, first_line):
+    from kimi_rl.cli import main
+
+    assert main(["train", f"run.dir={tmp_path}", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(first_line) and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing written, nothing built
+
+
+def test_verifier_build_errors_name_verifier_options(tmp_path):
+    """Whatever a verifier factory raises for its options (KeyError included) is a ConfigError naming the key."""
+    from kimi_rl.pipeline import check_verifier
+    from kimi_rl.rewards import VERIFIERS
+
+    def picky(**options):
+        raise KeyError(f"unknown backend '{options.get('backend')}'; valid names: a, b")
+
+    VERIFIERS.register("picky_test", picky)
+    try:
+        with pytest.raises(ConfigError, match=r"^data\.verifier_options \{'backend': 'docker'\} for verifier "
+                                              r"'picky_test': unknown backend 'docker'; valid names: a, b$"):
+            check_verifier("picky_test", {"backend": "docker"})
+    finally:
+        VERIFIERS.unregister("picky_test")
+    with pytest.raises(ConfigError, match=r"^data\.verifier: unknown verifier 'nope'"):
+        check_verifier("nope", {})

@@ -209,3 +209,102 @@ def test_difficulty_missing_on_some_rows_is_an_error_or_a_warning_and_every_stag
     # no difficulty anywhere: all level 1, no warning
     path.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": "1"}) for i in range(3)) + "\n")
     assert {p.difficulty for p in load_problem_file(path).problems} == {1}
+
+
+# ---- skipped rows counted and reported; prompts checked against the model's context (issue 16, items 5-6)
+
+NINE_ROWS = [
+    {"question": "What is 2+2?", "answer": "#### 4"},
+    '{"question": "broken", ',
+    {"answer": "#### 3"},
+    {"question": "q", "answer": "  "},
+    {"question": "What is 3+3?", "answer": "#### 6"},
+    {"question": "x" * 50_000, "answer": "#### 1"},
+    {"question": "q", "answer": "1", "difficulty": "hard"},
+    [1, 2],
+    {"question": "What is 1+1?", "answer": "#### 2"},
+]
+
+
+def test_skipped_rows_carry_location_and_reason(tmp_path):
+    path = _jsonl(tmp_path / "nine.jsonl", NINE_ROWS)
+    res = load_problem_file(path, skip_bad_rows=True)
+    assert [(s.where, s.reason) for s in res.skipped_rows] == [
+        (f"{path}:2", "bad JSON"), (f"{path}:3", "missing field 'question'"), (f"{path}:4", "field 'answer' is empty"),
+        (f"{path}:7", "field 'difficulty' must be an integer level"), (f"{path}:8", "not an object with fields")]
+    assert res.skipped == 5 and res.locations["nine:5"] == f"{path}:6"
+    json_path = tmp_path / "rows.json"
+    json_path.write_text(json.dumps([{"question": "a", "answer": "1"}, {"question": 3, "answer": "1"}]))
+    res = load_problem_file(json_path, skip_bad_rows=True)
+    assert res.skipped_rows[0][:2] == (f"{json_path}:row 1", "field 'question' must be text")
+
+
+def _limit(max_tokens: int):
+    from kimi_rl.tasks import PromptLimit
+    from kimi_rl.tokenizer import build_char_tokenizer
+
+    return PromptLimit(build_char_tokenizer(), max_tokens, f"context - response = {max_tokens}")
+
+
+def test_too_long_prompt_is_an_error_naming_file_and_line_or_a_counted_skip(tmp_path):
+    from kimi_rl.config import DataConfig
+    from kimi_rl.tasks import TOO_LONG, load_task
+
+    good = [{"question": f"What is {i}+{i}?", "answer": f"#### {2 * i}"} for i in range(4)]
+    path = _jsonl(tmp_path / "long.jsonl", good[:2] + [{"question": "y" * 300, "answer": "#### 1"}] + good[2:])
+    data = DataConfig(source="file", path=str(path), heldout_fraction=0.25)
+    assert load_task(data, 0).rows == 5  # no limit: nothing checked
+    with pytest.raises(DataFileError, match=rf"^{path}:3: prompt of 301 tokens; the model leaves 100 for a prompt "
+                                            r"\(context - response = 100\); .*data\.skip_bad_rows=true"):
+        load_task(data, 0, _limit(100))
+    task = load_task(DataConfig(source="file", path=str(path), skip_bad_rows=True), 0, _limit(100))
+    assert len(task.train) + len(task.heldout) == 4 and task.rows == 5
+    assert task.skip_counts() == {TOO_LONG: 1} and task.skipped[0].where == f"{path}:3"
+    assert task.skip_metrics() == {"data/skipped_rows": 1.0, "data/skipped_rows/prompt_too_long": 1.0}
+    # a prompt of exactly the limit fits (the char tokenizer adds <bos>: 12 characters + 1)
+    assert len(load_task(DataConfig(source="file", path=str(path), skip_bad_rows=True), 0, _limit(301)).skipped) == 0
+
+
+def test_prepare_prints_and_writes_the_skipped_rows(tmp_path, tiny_model_dir, capsys):
+    from kimi_rl.config_loader import load_config
+    from kimi_rl.pipeline import prepare
+
+    path = _jsonl(tmp_path / "nine.jsonl", NINE_ROWS)
+    cfg = load_config(["data=gsm8k_small", f"data.path={path}", "data.skip_bad_rows=true",
+                       f"model.path={tiny_model_dir}", f"run.dir={tmp_path / 'runs'}", "run.name=nine"])
+    paths, task = prepare(cfg)
+    out = capsys.readouterr().out
+    assert ("[kimi-rl] data: skipped 6 of 9 rows (data.skip_bad_rows=true): 1 bad JSON, "
+            "1 missing field 'question'") in out
+    assert f"[kimi-rl]   {path}:2: bad JSON (" in out and "... and 1 more" in out
+    assert "1 prompt too long" in out and str(paths.root / "skipped_rows.json") in out
+    report = json.loads((paths.root / "skipped_rows.json").read_text())
+    assert (report["rows"], report["kept"], report["skipped"]) == (9, 3, 6)
+    assert report["by_reason"]["prompt too long"] == 1
+    assert report["skipped_rows"][-1] == {"where": f"{path}:6", "reason": "prompt too long",
+                                         "detail": "prompt of 50072 tokens; the model leaves 192 for a prompt "
+                                                   f"(max_position_embeddings=512 of {tiny_model_dir} - "
+                                                   "rollout.max_response_tokens=320)"}
+    assert task.skip_metrics()["data/skipped_rows"] == 6.0
+    # without skip_bad_rows the first bad row stops the run, naming it
+    with pytest.raises(DataFileError, match=rf"{path}: line 2: bad JSON"):
+        prepare(load_config(["data=gsm8k_small", f"data.path={path}", f"run.dir={tmp_path / 'runs'}"]))
+
+
+def test_cli_long_prompt_stops_at_start_naming_the_row(tmp_path, tiny_model_dir, capsys):
+    from kimi_rl.cli import main
+
+    path = _jsonl(tmp_path / "long.jsonl", [NINE_ROWS[0], NINE_ROWS[5], NINE_ROWS[8]])
+    assert main(["train", "data=gsm8k_small", f"data.path={path}", f"model.path={tiny_model_dir}",
+                 f"run.dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kimi-rl: DataFileError: {path}:2: prompt of 50072 tokens; the model leaves 192")
+    assert err.count("\n") == 1 and "engine" not in err
+
+
+def test_code_loader_skip_messages_become_counted_rows():
+    from kimi_rl.tasks import _code_skip
+
+    row = _code_skip("/d/c.jsonl:4: 'tests' must be a list, got dict")
+    assert row == ("/d/c.jsonl:4", "'tests' must be a list", "'tests' must be a list, got dict")
+    assert _code_skip("/d/c.json row 2: missing or empty 'question'").reason == "missing or empty 'question'"

@@ -28,7 +28,7 @@ def test_truncated_checkpoint_is_a_clear_error_and_previous_survives(tmp_path):
     torch.save({"state_dict": {}, "kimi_rl": {"iteration": 1}}, good)
     bad = tmp_path / "last.ckpt"
     bad.write_bytes(good.read_bytes()[:40])
-    with pytest.raises(ConfigError, match=r"corrupt or truncated.*previous good checkpoint is .*previous.ckpt"):
+    with pytest.raises(ConfigError, match=r"corrupt or truncated.*previous checkpoint is .*previous.ckpt"):
         check_checkpoint(bad)
     check_checkpoint(good)
     assert good.is_file()
@@ -85,3 +85,158 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
                 compared += 1
     assert compared >= 8
     assert torch.load(ckpts / "last.ckpt", weights_only=False)["kimi_rl"]["iteration"] == 5
+
+
+# ---- run.resume=auto falls back to previous.ckpt; SIGINT / SIGTERM save and stop (issue 16, item 7)
+
+def _good_checkpoint(path: Path, iteration: int) -> Path:
+    torch.save({"state_dict": {}, "kimi_rl": {"iteration": iteration}}, path)
+    return path
+
+
+def test_resume_auto_falls_back_to_previous_when_last_is_unreadable(tmp_path, capsys):
+    from kimi_rl.config_loader import load_config
+    from kimi_rl.pipeline import resume_path
+    from kimi_rl.runs import RunPaths
+
+    cfg = load_config([f"run.dir={tmp_path}", "run.name=r", "run.resume=auto"])
+    paths = RunPaths(cfg.run.dir, cfg.run.name)
+    assert resume_path(cfg, paths) is None  # nothing saved yet: a fresh start
+    paths.checkpoints.mkdir(parents=True)
+    previous = _good_checkpoint(paths.checkpoints / "previous.ckpt", 2)
+    last = paths.checkpoints / "last.ckpt"
+    last.write_bytes(previous.read_bytes()[:50])  # a kill while writing
+    assert resume_path(cfg, paths) == str(previous)
+    out = capsys.readouterr().out
+    assert f"run.resume=auto: {last} is corrupt or truncated" in out and f"resuming from {previous}" in out
+    assert not last.exists() and (paths.checkpoints / "last.ckpt.corrupt").is_file()  # never rotated into previous
+    assert resume_path(cfg, paths) == str(previous)  # only previous.ckpt (a kill between the renames)
+    _good_checkpoint(last, 3)
+    assert resume_path(cfg, paths) == str(last)
+    last.write_bytes(b"junk")
+    previous.write_bytes(b"junk")
+    with pytest.raises(ConfigError, match=r"run.resume=auto: checkpoint '.*last.ckpt' is corrupt or truncated .*, "
+                                          r"and '.*previous.ckpt' is corrupt or truncated"):
+        resume_path(cfg, paths)
+
+
+class _Counter:
+    """A LightningModule counting iterations like KimiRLModule; raises ``signums`` during one iteration."""
+
+    @staticmethod
+    def make(signal_at: int, signums: tuple[int, ...]):
+        import lightning as L
+
+        class Counter(L.LightningModule):
+            def __init__(self) -> None:
+                super().__init__()
+                self.layer = torch.nn.Linear(1, 1)
+                self.iteration = 0
+
+            def training_step(self, batch, batch_idx):
+                if self.iteration == signal_at:
+                    for signum in signums:
+                        signal.raise_signal(signum)  # as if the user pressed Ctrl-C during this iteration
+                self.iteration += 1
+                return self.layer(batch).sum()
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+            def train_dataloader(self):
+                return torch.utils.data.DataLoader(torch.ones(20, 1), batch_size=1)
+
+            def on_save_checkpoint(self, checkpoint) -> None:
+                checkpoint["kimi_rl"] = {"iteration": self.iteration}
+
+        return Counter()
+
+
+def _fit(tmp_path, module, every: int = 0, iterations: int = 6) -> Path:
+    import lightning as L
+
+    from kimi_rl.callbacks import IterationCheckpoint
+
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=iterations, logger=False,
+                        callbacks=[IterationCheckpoint(tmp_path / "ckpt", every)], enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, accelerator="cpu", devices=1)
+    trainer.fit(module)
+    return tmp_path / "ckpt" / "last.ckpt"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_saves_at_the_end_of_the_iteration_and_stops(tmp_path, capfd, signum):
+    from kimi_rl.callbacks.checkpoint import TrainingInterrupted
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(TrainingInterrupted) as err:
+        _fit(tmp_path, _Counter.make(signal_at=2, signums=(signum,)), every=0)
+    assert err.value.iteration == 3 and err.value.exit_code == 128 + signum
+    assert str(err.value) == (f"stopped by {signal.Signals(signum).name} after iteration 3; checkpoint "
+                              f"{tmp_path / 'ckpt' / 'last.ckpt'}; continue with run.resume=auto")
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["kimi_rl"]["iteration"] == 3
+    assert not (tmp_path / "ckpt" / "previous.ckpt").exists()  # one save: the one the signal asked for
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
+    assert "stopping after this iteration with a checkpoint" in capfd.readouterr().err
+
+
+def test_signal_in_the_last_iteration_just_finishes(tmp_path):
+    last = _fit(tmp_path, _Counter.make(signal_at=5, signums=(signal.SIGINT,)), every=0, iterations=6)
+    assert torch.load(last, weights_only=False)["kimi_rl"]["iteration"] == 6
+
+
+def test_second_signal_stops_at_once_without_a_checkpoint(tmp_path):
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises((KeyboardInterrupt, SystemExit)):  # Lightning turns KeyboardInterrupt into exit(1)
+            _fit(tmp_path, _Counter.make(signal_at=1, signums=(signal.SIGINT, signal.SIGINT)), every=0)
+        assert not (tmp_path / "ckpt" / "last.ckpt").exists()
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.slow
+def test_sigint_saves_exits_cleanly_and_resumes(tiny_model_dir, tmp_path):
+    common = ["train", f"model.path={tiny_model_dir}", "sft.enabled=false", "data.levels=[1,2]",
+              "data.train_per_level=40", "data.heldout_per_level=4", "rl.checkpoint_every=1", "rl.sample_log_every=0",
+              "rollout.engine=hf", "rollout.prompts_per_iteration=2", "rollout.samples_per_prompt=2",
+              "rollout.max_response_tokens=12", "algo.minibatch_size=4", "eval.samples=1",
+              "eval.max_problems_per_level=1", f"run.dir={tmp_path}", "run.name=int", "trainer.threads=1"]
+    env = {**os.environ, "KIMI_RL_CONF": CONF}
+    ckpts = tmp_path / "int" / "checkpoints"
+    proc = subprocess.Popen(cli(common + ["rl.iterations=200"], tmp_path), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (ckpts / "previous.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # two iterations saved: training runs, the handler is in place
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err[-4000:]
+    stopped_at = torch.load(ckpts / "last.ckpt", weights_only=False)["kimi_rl"]["iteration"]
+    assert 2 <= stopped_at < 200
+    assert f"[kimi-rl] stopped by SIGINT after iteration {stopped_at}; checkpoint {ckpts / 'last.ckpt'}" in err
+    assert "Traceback" not in err and not (tmp_path / "int" / "final_model").exists()
+
+    resumed = subprocess.run(cli(common + [f"rl.iterations={stopped_at + 1}", "run.resume=auto"], tmp_path),
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["kimi_rl"]["iteration"] == stopped_at + 1
+    assert (tmp_path / "int" / "final_model" / ".done").is_file()
+
+
+def test_a_finished_run_cannot_silently_continue(tmp_path):
+    from kimi_rl.config_loader import load_config
+    from kimi_rl.pipeline import resume_path
+    from kimi_rl.runs import RunPaths
+
+    paths = RunPaths(str(tmp_path), "r")
+    paths.checkpoints.mkdir(parents=True)
+    epoch_over = {"fit_loop": {"epoch_progress": {"current": {"completed": 1}}}}  # what a run's end saves
+    torch.save({"state_dict": {}, "kimi_rl": {"iteration": 4}, "loops": epoch_over}, paths.checkpoints / "last.ckpt")
+    same = load_config([f"run.dir={tmp_path}", "run.name=r", "run.resume=auto", "rl.iterations=4"])
+    assert resume_path(same, paths) == str(paths.checkpoints / "last.ckpt")
+    more = load_config([f"run.dir={tmp_path}", "run.name=r", "run.resume=auto", "rl.iterations=6"])
+    with pytest.raises(ConfigError, match=r"end of a finished run of 4 iterations; it cannot be continued to "
+                                          r"rl.iterations=6"):
+        resume_path(more, paths)

@@ -24,6 +24,25 @@ class DataFileError(ValueError):
     """A problem file that cannot be used; the message names the file and line or row."""
 
 
+class SkippedRow(NamedTuple):
+    """A row left out with ``data.skip_bad_rows``."""
+
+    where: str
+    """``file:line`` (JSONL) or ``file:row N`` (JSON, Parquet), or the problem's uid."""
+    reason: str
+    """Short kind of fault, the same for all rows with it (counted per reason)."""
+    detail: str
+    """The full message."""
+
+
+class _BadRow(ValueError):
+    """What is wrong with one row: ``reason`` is its short kind, the message the details."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class LoadResult:
     problems: list[Problem]
@@ -33,6 +52,10 @@ class LoadResult:
     """The file read."""
     skip_reasons: list[str] = field(default_factory=list)
     """Why each skipped row was left out, with its line or row."""
+    skipped_rows: list[SkippedRow] = field(default_factory=list)
+    """The skipped rows with their location and short reason (for counts per reason)."""
+    locations: dict[str, str] = field(default_factory=dict)
+    """``file:line`` (or ``file:row N``) of each loaded problem, by uid."""
 
 
 class HeldoutSplit(NamedTuple):
@@ -48,6 +71,12 @@ class _RawRow:
     """``line N`` (1-based, JSONL) or ``row N`` (0-based, JSON / Parquet) for messages."""
     fields: Any = None
     error: str | None = None
+    reason: str = ""
+    """Short kind of ``error`` (counted when the row is skipped)."""
+
+    def location(self, path: Path) -> str:
+        """``file:N`` for a JSONL line, ``file:row N`` otherwise."""
+        return f"{path}:{self.where[5:]}" if self.where.startswith("line ") else f"{path}:{self.where}"
 
 
 def reference_answer(text: str) -> str:
@@ -73,12 +102,13 @@ def _jsonl_rows(path: Path) -> Iterator[_RawRow]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            yield _RawRow(index, where, error=f"not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})")
+            yield _RawRow(index, where, error=f"not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})",
+                          reason="not valid UTF-8")
         else:
             try:
                 yield _RawRow(index, where, fields=json.loads(text))
             except json.JSONDecodeError as err:
-                yield _RawRow(index, where, error=f"bad JSON ({err.msg} at column {err.colno})")
+                yield _RawRow(index, where, error=f"bad JSON ({err.msg} at column {err.colno})", reason="bad JSON")
         index += 1
 
 
@@ -120,26 +150,29 @@ def _difficulty(value: Any, name: str) -> int:
     if value is None:
         return DEFAULT_DIFFICULTY
     if isinstance(value, bool):
-        raise ValueError(f"field '{name}' must be an integer level, got {value!r}")
+        raise _BadRow(f"field '{name}' must be an integer level",
+                      f"field '{name}' must be an integer level, got {value!r}")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and (m := _LEVEL.match(value)):
         return int(m.group(1))
-    raise ValueError(f"field '{name}' must be an integer level (e.g. 3 or \"Level 3\"), got {value!r}")
+    raise _BadRow(f"field '{name}' must be an integer level",
+                  f"field '{name}' must be an integer level (e.g. 3 or \"Level 3\"), got {value!r}")
 
 
 def _text(row: dict, name: str, numbers_ok: bool) -> str:
     if name not in row:
-        raise ValueError(f"missing field '{name}' (row has: {', '.join(map(str, row)) or 'no fields'})")
+        raise _BadRow(f"missing field '{name}'",
+                      f"missing field '{name}' (row has: {', '.join(map(str, row)) or 'no fields'})")
     value = row[name]
     if numbers_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise ValueError(f"field '{name}' must be text, got {type(value).__name__}")
+        raise _BadRow(f"field '{name}' must be text", f"field '{name}' must be text, got {type(value).__name__}")
     if not value.strip():
-        raise ValueError(f"field '{name}' is empty")
+        raise _BadRow(f"field '{name}' is empty")
     return value
 
 
@@ -147,14 +180,14 @@ def _problem(raw: _RawRow, stem: str, q_field: str, a_field: str, d_field: str |
              id_field: str | None) -> Problem:
     """One row as a Problem; raises ValueError saying what is wrong with the row."""
     if raw.error:
-        raise ValueError(raw.error)
+        raise _BadRow(raw.reason or raw.error, raw.error)
     row = raw.fields
     if not isinstance(row, dict):
-        raise ValueError(f"expected an object with fields, got {type(row).__name__}")
+        raise _BadRow("not an object with fields", f"expected an object with fields, got {type(row).__name__}")
     question = _text(row, q_field, numbers_ok=False)
     answer = _text(row, a_field, numbers_ok=True)
     if not reference_answer(answer):
-        raise ValueError(f"field '{a_field}' has an empty final answer after '####'")
+        raise _BadRow(f"field '{a_field}' has an empty final answer after '####'")
     difficulty = _difficulty(row.get(d_field), d_field) if d_field else DEFAULT_DIFFICULTY
     row_id = row.get(id_field) if id_field else None
     uid = f"{stem}:{row_id if row_id is not None else raw.index}"
@@ -186,20 +219,24 @@ def load_problem_file(
         raise FileNotFoundError(f"problem file {path} does not exist")
     problems: list[Problem] = []
     reasons: list[str] = []
+    skipped: list[SkippedRow] = []
+    locations: dict[str, str] = {}
     seen: dict[str, str] = {}
     unlabelled: list[tuple[int, str]] = []  # (index in problems, where) of rows without a difficulty
     for raw in readers[path.suffix.lower()](path):
         try:
             problem = _problem(raw, path.stem, question_field, answer_field, difficulty_field, id_field)
             if problem.uid in seen:
-                raise ValueError(f"duplicate uid '{problem.uid}' (first at {seen[problem.uid]})")
+                raise _BadRow("duplicate uid", f"duplicate uid '{problem.uid}' (first at {seen[problem.uid]})")
         except ValueError as err:
             message = f"{path}: {raw.where}: {err}"
             if not skip_bad_rows:
                 raise DataFileError(message + " (set data.skip_bad_rows to skip such rows)") from None
             reasons.append(message)
+            skipped.append(SkippedRow(raw.location(path), getattr(err, "reason", str(err)), str(err)))
             continue
         seen[problem.uid] = raw.where
+        locations[problem.uid] = raw.location(path)
         if difficulty_field and isinstance(raw.fields, dict) and raw.fields.get(difficulty_field) is None:
             unlabelled.append((len(problems), raw.where))
         problems.append(problem)
@@ -207,7 +244,8 @@ def load_problem_file(
         first = f"; first: {reasons[0]}" if reasons else ""
         raise DataFileError(f"{path}: no usable rows ({len(reasons)} skipped{first})")
     problems = _mixed_labels(path, problems, unlabelled, difficulty_field, skip_bad_rows)
-    return LoadResult(problems=problems, skipped=len(reasons), source=str(path), skip_reasons=reasons)
+    return LoadResult(problems=problems, skipped=len(reasons), source=str(path), skip_reasons=reasons,
+                      skipped_rows=skipped, locations=locations)
 
 
 def _mixed_labels(path: Path, problems: list[Problem], unlabelled: list[tuple[int, str]], field: str,

@@ -1,14 +1,25 @@
-"""Problem sources by ``data.source``: the built-in arithmetic task, problem files, packaged sets."""
+"""Problem sources by ``data.source``: the built-in arithmetic task, problem files, packaged sets.
+
+Rows left out (``data.skip_bad_rows``) are kept as ``SkippedRow`` records so a run can say how many, why and where.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 from kimi_rl.config import ConfigError, DataConfig
 from kimi_rl.tasks.base import Problem
 
+if TYPE_CHECKING:  # kimi_rl.data imports kimi_rl.tasks.base: import it lazily
+    from kimi_rl.data.files import SkippedRow
+
 DEFAULT_VERIFIER = {"arithmetic": "arithmetic", "file": "math", "math500": "math", "aime2024": "math",
                     "aime2025": "math", "humaneval": "code"}
+TOO_LONG = "prompt too long"
+"""The skip reason of a row whose prompt leaves the model no room for a response."""
 
 
 @dataclass
@@ -17,7 +28,51 @@ class TaskData:
     heldout: list[Problem]
     verifier: str
     """Name in the VERIFIERS registry."""
-    skipped_rows: int = 0
+    skipped: list[SkippedRow] = field(default_factory=list)
+    """Rows left out with ``data.skip_bad_rows``: malformed, or a prompt longer than the model allows."""
+    rows: int = 0
+    """Rows the source had (kept + skipped)."""
+
+    @property
+    def skipped_rows(self) -> int:
+        return len(self.skipped)
+
+    def skip_counts(self) -> dict[str, int]:
+        """Skipped rows per reason, most frequent first."""
+        return dict(Counter(s.reason for s in self.skipped).most_common())
+
+    def skip_metrics(self) -> dict[str, float]:
+        """The counts as TensorBoard scalars: ``data/skipped_rows`` and ``data/skipped_rows/<reason>``."""
+        out = {"data/skipped_rows": float(len(self.skipped))}
+        for reason, n in self.skip_counts().items():
+            out[f"data/skipped_rows/{re.sub(r'[^A-Za-z0-9]+', '_', reason).strip('_')}"] = float(n)
+        return out
+
+    def skip_report(self) -> dict[str, Any]:
+        """What ``<run>/skipped_rows.json`` holds: totals, counts per reason and every skipped row."""
+        return {"rows": self.rows, "kept": self.rows - len(self.skipped), "skipped": len(self.skipped),
+                "by_reason": self.skip_counts(), "skipped_rows": [s._asdict() for s in self.skipped]}
+
+    def skip_summary(self, examples: int = 5) -> list[str]:
+        """Lines for the console: the count per reason, then the first ``examples`` rows as ``file:line: why``."""
+        if not self.skipped:
+            return []
+        counts = ", ".join(f"{n} {reason}" for reason, n in self.skip_counts().items())
+        lines = [f"data: skipped {len(self.skipped)} of {self.rows} rows (data.skip_bad_rows=true): {counts}"]
+        lines += [f"  {s.where}: {s.detail}" for s in self.skipped[:examples]]
+        if len(self.skipped) > examples:
+            lines.append(f"  ... and {len(self.skipped) - examples} more")
+        return lines
+
+
+@dataclass(frozen=True)
+class PromptLimit:
+    """The longest prompt a run can take: the model's context minus the longest response it asks for."""
+
+    tokenizer: Any
+    max_tokens: int
+    why: str
+    """How ``max_tokens`` came about, e.g. ``model.max_position_embeddings=1024 - rollout.max_response_tokens=320``."""
 
 
 def _split(problems: list[Problem], data: DataConfig, seed: int) -> tuple[list[Problem], list[Problem]]:
@@ -29,7 +84,18 @@ def _split(problems: list[Problem], data: DataConfig, seed: int) -> tuple[list[P
     return list(split.train), list(split.heldout)
 
 
-def _load_rows(data: DataConfig) -> tuple[list[Problem], int]:
+def _code_skip(message: str) -> SkippedRow:
+    """A code loader's skip message (``<file:line>: <what>``) as a SkippedRow; the reason is the text before
+    any details in parentheses, after ``;`` or after ``, got``."""
+    from kimi_rl.data.files import SkippedRow
+
+    where, _, what = message.partition(": ")
+    reason = re.split(r" \(|; |, got ", what or message, maxsplit=1)[0]
+    return SkippedRow(where if what else "", reason, what or message)
+
+
+def _load_rows(data: DataConfig) -> tuple[list[Problem], list[SkippedRow], dict[str, str]]:
+    """Problems, skipped rows, and the ``file:line`` of each problem by uid (where known)."""
     if data.source == "file":
         from kimi_rl.data import load_problem_file
 
@@ -39,33 +105,75 @@ def _load_rows(data: DataConfig) -> tuple[list[Problem], int]:
             from kimi_rl.tasks.code import load_code_problems
 
             res = load_code_problems(data.path, data.question_field, skip_bad_rows=data.skip_bad_rows)
-            return list(res.problems), len(res.skipped)
-        else:
-            res = load_problem_file(data.path, data.question_field, data.answer_field, data.difficulty_field,
-                                    skip_bad_rows=data.skip_bad_rows)
-        return list(res.problems), res.skipped
+            where = {p.uid: str(p.meta.get("source", p.uid)) for p in res.problems}
+            return list(res.problems), [_code_skip(m) for m in res.skipped], where
+        loaded = load_problem_file(data.path, data.question_field, data.answer_field, data.difficulty_field,
+                                   skip_bad_rows=data.skip_bad_rows)
+        return list(loaded.problems), list(loaded.skipped_rows), dict(loaded.locations)
     if data.source == "humaneval":
         from kimi_rl.tasks.code import load_humaneval
 
-        return list(load_humaneval()), 0
+        return list(load_humaneval()), [], {}
     from kimi_rl.data import load_mmath
 
     res = load_mmath(data.source)
-    return list(res.problems), res.skipped
+    return list(res.problems), list(res.skipped_rows), dict(res.locations)
 
 
-def load_task(data: DataConfig, seed: int) -> TaskData:
-    """Train and held-out problems plus the verifier name, checked before any training."""
+def drop_long_prompts(problems: Sequence[Problem], data: DataConfig, limit: PromptLimit,
+                      where: dict[str, str]) -> tuple[list[Problem], list[SkippedRow]]:
+    """Problems whose prompt fits ``limit`` and the skipped rest; without ``data.skip_bad_rows`` a
+    too-long prompt is a DataFileError naming its row. Only prompts that might be too long are tokenized:
+    a prompt has at most the empty prompt's tokens + 2 per byte of the question (+ slack)."""
+    from kimi_rl.data.files import DataFileError, SkippedRow
+    from kimi_rl.data.prompts import build_prompt
+    from kimi_rl.prompts import encode_prompts
+
+    base = len(build_prompt("", data.prompt_template, limit.tokenizer, data.use_chat_template))
+    maybe = [p for p in problems if base + 2 * len(p.question.encode()) + 8 > limit.max_tokens]
+    too_long = {p.uid: len(ids) for p, ids in zip(maybe, encode_prompts(maybe, limit.tokenizer, data))
+                if len(ids) > limit.max_tokens}
+    if not too_long:
+        return list(problems), []
+    skipped = []
+    for p in problems:
+        if p.uid in too_long:
+            detail = (f"prompt of {too_long[p.uid]} tokens; the model leaves {limit.max_tokens} for a prompt "
+                      f"({limit.why})")
+            skipped.append(SkippedRow(where.get(p.uid, p.uid), TOO_LONG, detail))
+    if not data.skip_bad_rows:
+        first = skipped[0]
+        more = f" ({len(skipped)} rows are too long)" if len(skipped) > 1 else ""
+        raise DataFileError(f"{first.where}: {first.detail}{more}; shorten it, lower rollout.max_response_tokens, "
+                            f"or set data.skip_bad_rows=true to skip such rows")
+    return [p for p in problems if p.uid not in too_long], skipped
+
+
+def load_task(data: DataConfig, seed: int, prompt_limit: PromptLimit | None = None) -> TaskData:
+    """Train and held-out problems plus the verifier name, checked before any training. With ``prompt_limit``,
+    a row whose prompt leaves the model no room for a response is an error (or skipped and counted)."""
     verifier = data.verifier or DEFAULT_VERIFIER[data.source]
     if data.source == "arithmetic":
         from kimi_rl.tasks.arithmetic import make_problems
 
         train, heldout = make_problems(data.levels, data.train_per_level, data.heldout_per_level, seed)
-        return TaskData(train, heldout, verifier)
-    problems, skipped = _load_rows(data)
+        skipped: list[SkippedRow] = []
+        if prompt_limit is not None:
+            train, skip_train = drop_long_prompts(train, data, prompt_limit, {})
+            heldout, skip_held = drop_long_prompts(heldout, data, prompt_limit, {})
+            skipped = skip_train + skip_held
+            if not train or not heldout:
+                raise ConfigError(f"data.levels: no problem fits the model ({skipped[0].detail})")
+        return TaskData(train, heldout, verifier, skipped, len(train) + len(heldout) + len(skipped))
+    problems, skipped, where = _load_rows(data)
+    rows = len(problems) + len(skipped)
+    if prompt_limit is not None and problems:
+        problems, too_long = drop_long_prompts(problems, data, prompt_limit, where)
+        skipped += too_long
     if not problems:
-        raise ConfigError(f"data.source={data.source}: no usable problems ({skipped} rows skipped)")
+        raise ConfigError(f"data.source={data.source}: no usable problems ({len(skipped)} rows skipped"
+                          + (f"; first: {skipped[0].where}: {skipped[0].detail})" if skipped else ")"))
     if data.source in ("math500", "aime2024", "aime2025", "humaneval"):
-        return TaskData(problems, problems, verifier, skipped)  # benchmarks: evaluate on all of them
+        return TaskData(problems, problems, verifier, skipped, rows)  # benchmarks: evaluate on all of them
     train, heldout = _split(problems, data, seed)
-    return TaskData(train, heldout, verifier, skipped)
+    return TaskData(train, heldout, verifier, skipped, rows)
