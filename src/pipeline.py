@@ -42,7 +42,7 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
     if cfg.rl.enabled:
         resume_path(cfg, paths)  # a bad checkpoint fails now, not after the warm-up (run_rl resolves it again)
     task = load_task(cfg.data, cfg.run.seed, prompt_limit(cfg))
-    check_verifier(task.verifier, cfg.data.verifier_options)
+    check_verifier(task.verifier, cfg.data.verifier_options, "rl" if cfg.rl.enabled else "eval")
     from kimi_rl.sampling import SAMPLERS
 
     try:  # e.g. a curriculum stage naming a level the data lacks: fail now, not after the warm-up
@@ -89,13 +89,13 @@ def write_skipped_rows(paths: RunPaths, task: TaskData) -> Path:
     return path
 
 
-def check_verifier(name: str, options) -> None:
+def check_verifier(name: str, options, purpose: str = "eval") -> None:
     """Build (and close) the verifier once at start: a bad name or option fails before any training,
     as one ConfigError naming ``data.verifier`` or ``data.verifier_options``."""
     from kimi_rl.rewards import make_verifier
 
     try:
-        verifier = make_verifier(name, options)
+        verifier = make_verifier(name, options, purpose)
     except ConfigError:
         raise
     except (KeyError, TypeError, ValueError) as e:  # e.g. an unknown sandbox backend from the code verifier
@@ -220,12 +220,15 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     set_threads(cfg.trainer)
     L.seed_everything(cfg.run.seed, verbose=False)
     tok = load_tokenizer(init_dir)
-    verifier = make_verifier(task.verifier, cfg.data.verifier_options)
+    verifier = make_verifier(task.verifier, cfg.data.verifier_options, purpose="rl")
     heldout = _cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
     heldout_prompts = encode_prompts(heldout, tok, cfg.data)
     eval_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
-    longest_prompt = max(len(p) for p in heldout_prompts + encode_prompts(task.train[:2000], tok, cfg.data))
+    longest_prompt = max(len(p) for p in heldout_prompts + encode_prompts(task.train, tok, cfg.data))
     max_len = longest_prompt + max(cfg.rollout.max_response_tokens, eval_tokens) + 8
+    context = model_context(init_dir)  # prepare() dropped or refused prompts that leave no room for a response
+    if context is not None:
+        max_len = min(max_len, context)
 
     module = KimiRLModule(load_model(init_dir, cfg.model.dtype), cfg.algo)
     dm = PromptDataModule(task, tok, cfg.data, cfg.run.seed)
@@ -250,6 +253,8 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     trainer = build_trainer(cfg.trainer, paths.root, "rl", -1, callbacks, max_epochs=1, fresh=ckpt is None,
                             limit_train_batches=cfg.rl.iterations, log_every_n_steps=1,
                             **HeldoutEval.trainer_kwargs(cfg.rl.eval_every))
+    if trainer.is_global_zero and trainer.logger is not None and task.skipped:
+        trainer.logger.log_metrics(task.skip_metrics(), step=0)
     log(f"RL: {cfg.rl.iterations} iterations x {cfg.rollout.prompts_per_iteration} prompts x "
         f"{cfg.rollout.samples_per_prompt} samples, loss {cfg.algo.loss}, engine {cfg.rollout.engine}")
     t0 = time.perf_counter()

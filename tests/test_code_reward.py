@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from kimi_rl.rewards import VERIFIERS
-from kimi_rl.rewards.code import CodeVerifier, code_verifier, extract_code, outputs_match
-from kimi_rl.sandbox import Limits, SandboxUnavailable, make_sandbox
+from kimi_rl.rewards.code import (CodeVerifier, check_harness, code_verifier, extract_code, harness_verdict,
+                                  outputs_match)
+from kimi_rl.sandbox import SANDBOXES, Limits, RunResult, SandboxUnavailable, make_sandbox
 from kimi_rl.sandbox.process import DEFAULT_UID_BASE, tasks_of_uid
 from kimi_rl.tasks.base import Problem
 from kimi_rl.tasks.code import CodeSpec, StdioTest
@@ -107,11 +108,12 @@ def test_solutions_scored_right(sandbox):
     assert verify(responses, problems) == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
     stats = verify.pop_stats()
     # Runs (stop at the first failure; the duplicate shares the first's): sum 3 + 1 + 1 + 1, double
-    # 2 + 2 + 1 + 1. Wrong: a*b, x+2 on the 2nd test, and the two early exits (no token printed).
-    killed = stats.pop("runtime_error") + stats.pop("timeout")  # the loop: CPU limit, or wall if crowded
-    assert killed == 2
+    # 2 + 2 + 1 + 1. Wrong: a*b and x+2 on the 2nd test. Errors: the crash, the loop (CPU limit, or the
+    # wall limit if crowded) and the two early exits (the harness's candidate process ended).
+    killed = stats.pop("runtime_error") + stats.pop("timeout")
+    assert killed == 4
     assert stats == {"responses": 10, "no_code_block": 1, "all_passed": 3, "runs": 12,
-                     "tests_passed": 6, "wrong_answer": 4, "output_limit": 0}
+                     "tests_passed": 6, "wrong_answer": 2, "output_limit": 0}
     assert verify.pop_stats()["responses"] == 0
 
 
@@ -273,3 +275,76 @@ def test_verifier_options_from_config_reach_the_factory_and_bad_ones_name_the_ke
         make_verifier("code", {"bogus": 1})
     with pytest.raises(ConfigError, match="data.verifier_options.*timeout_s"):
         make_verifier("math", {"bogus": 1})
+
+
+# ---------------------------------------------------------------- RL refuses a weak sandbox
+
+
+def test_allow_weak_and_purpose_errors_name_the_option():
+    from kimi_rl.config import ConfigError
+    from kimi_rl.rewards import make_verifier
+
+    with pytest.raises(ValueError, match="option 'allow_weak' must be true or false, got 'yes'"):
+        code_verifier(allow_weak="yes")
+    with pytest.raises(ValueError, match="purpose must be one of eval, rl, got 'train'"):
+        code_verifier(purpose="train")
+    with pytest.raises(ConfigError, match=r"data.verifier_options .*'allow_weak': 'yes'.*must be true or false"):
+        make_verifier("code", {"allow_weak": "yes"})
+
+
+@pytest.fixture
+def no_bwrap():
+    """bwrap registered as a backend that cannot run (user namespaces disabled), restored afterwards."""
+    class NoBwrap:
+        def __init__(self, **_):
+            raise SandboxUnavailable("user namespaces disabled (test)")
+
+    SANDBOXES.unregister("bwrap")
+    SANDBOXES.register("bwrap", NoBwrap)
+    yield
+    SANDBOXES.unregister("bwrap")
+    SANDBOXES.register_lazy("bwrap", "kimi_rl.sandbox.bwrap:BwrapSandbox")
+
+
+def test_rl_refuses_the_rlimit_fallback_unless_allow_weak(no_bwrap):
+    from kimi_rl.config import ConfigError
+    from kimi_rl.rewards import make_verifier
+
+    with pytest.raises(ConfigError, match="data.verifier_options.*allow_weak is false and this is RL training: "
+                                          "backend=auto: bwrap cannot run here .user namespaces disabled"):
+        make_verifier("code", {"purpose": "rl", "workers": 1})
+    with pytest.raises(ValueError, match="backend=rlimit does not contain programs.*set allow_weak: true"):
+        code_verifier(backend="rlimit", purpose="rl", workers=1)
+    try:
+        weak = code_verifier(purpose="rl", allow_weak=True, workers=1)
+        evaluating = code_verifier(workers=1)  # evaluation takes the logged fallback as before
+    except SandboxUnavailable as err:
+        pytest.skip(f"rlimit unavailable here: {err}")
+    assert weak.sandbox.name == evaluating.sandbox.name == "rlimit"
+
+
+def test_rl_takes_bwrap_without_allow_weak():
+    try:
+        verify = code_verifier(backend="bwrap", purpose="rl", workers=1)
+    except SandboxUnavailable as err:
+        pytest.skip(f"bwrap unavailable here: {err}")
+    assert verify.sandbox.name == "bwrap" and verify.sandbox.isolation.contained
+
+
+def test_a_harness_that_misjudges_fails_at_start():
+    class Mute:  # runs nothing, says ok: every assert test would come out 'error'
+        name, python = "mute", "python3"
+
+        def run(self, files, argv, stdin, limits, slot=0):
+            return RunResult("ok", 0, "", "", 0.0)
+
+    with pytest.raises(SandboxUnavailable, match="harness does not work in the mute sandbox.*'error', 'error'"):
+        check_harness(Mute())
+
+
+def test_harness_verdict_needs_the_token_once_and_last():
+    assert harness_verdict("noise\nab12 pass\n", "ab12") == "pass"
+    assert harness_verdict("ab12 wrong\n", "ab12") == "wrong"
+    assert harness_verdict("ab12 pass\nafter\n", "ab12") == "error"  # not last
+    assert harness_verdict("ab12 pass\nab12 pass\n", "ab12") == "error"  # twice: someone else wrote one
+    assert harness_verdict("cd34 pass\n", "ab12") == "error"

@@ -46,11 +46,14 @@ def test_tensors_of_hand_built_trajectories() -> None:
 
 
 def test_old_segments_masked_out_when_switched_off() -> None:
-    batch = pack_groups(hand_groups(), PAD, current_iteration=3, loss_on_old_segments=False)
-    # Each trajectory keeps only tokens of its own last version (2 for all three here).
+    batch = pack_groups(hand_groups(), PAD, current_iteration=2, loss_on_old_segments=False)
+    # Only tokens sampled in the current iteration (2) train.
     assert batch.loss_mask.int().tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 0, 0], [0, 0, 0, 0, 1]]
     assert batch.logp_old[2].tolist() == [0, -1, -2, -3, -4]  # recorded values stay; only the mask changes
-    assert batch.stats()["batch_loss_tokens"] == 4.0 and batch.stats()["batch_stale_token_frac"] == 1.0
+    assert batch.stats()["batch_loss_tokens"] == 4.0 and batch.stats()["batch_stale_token_frac"] == 0.0
+    # released one iteration later (the group waited for a slower mate): nothing of theirs trains now
+    late = pack_groups(hand_groups(), PAD, current_iteration=3, loss_on_old_segments=False)
+    assert late.loss_mask.sum() == 0 and late.rewards.tolist() == [1.0, 0.0, 0.5]
 
 
 def test_logp_old_lines_up_with_the_log_probs_a_forward_pass_gives() -> None:

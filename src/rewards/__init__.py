@@ -30,17 +30,30 @@ def arithmetic_verifier(**options: object) -> Verifier:
 
 VERIFIERS.register_lazy("math", "kimi_rl.rewards.math:math_verifier")
 VERIFIERS.register_lazy("code", "kimi_rl.rewards.code:code_verifier")
+VERIFIERS.register_lazy("reasoning_gym", "kimi_rl.tasks.reasoning_gym:reasoning_gym_verifier")
 
 
-def make_verifier(name: str, options: Mapping[str, Any] | None = None) -> Verifier:
-    """``VERIFIERS.get(name)(**options)``; a bad option is a ConfigError naming ``data.verifier_options``."""
+def make_verifier(name: str, options: Mapping[str, Any] | None = None, purpose: str = "eval") -> Verifier:
+    """``VERIFIERS.get(name)(**options)``; a bad option is a ConfigError naming ``data.verifier_options``.
+
+    ``purpose``: ``rl`` when the rewards train a policy (which learns any hole: the code verifier then refuses
+    a weak sandbox unless ``allow_weak``) or ``eval``; passed to factories that take it."""
+    import inspect
+
     from kimi_rl.config import ConfigError
 
     try:
         factory = VERIFIERS.get(name)
     except KeyError as e:
         raise ConfigError(f"data.verifier: {e.args[0]}") from None
+    kwargs = dict(options or {})
     try:
-        return factory(**dict(options or {}))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"data.verifier_options {dict(options or {})} for verifier '{name}': {e}") from None
+        if "purpose" in inspect.signature(factory).parameters and (purpose == "rl" or "purpose" not in kwargs):
+            kwargs["purpose"] = purpose  # RL always says so: options cannot turn its checks off
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        pass
+    try:
+        return factory(**kwargs)
+    except (KeyError, TypeError, ValueError) as e:
+        detail = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ConfigError(f"data.verifier_options {dict(options or {})} for verifier '{name}': {detail}") from None

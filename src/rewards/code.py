@@ -4,39 +4,26 @@ Reward 1 when every test passes (option: the fraction passed); the paper's sandb
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Sequence
 
-from kimi_rl.sandbox import Limits, Sandbox, make_sandbox, parallel_map
+from kimi_rl.sandbox import Limits, Sandbox, SandboxUnavailable, WeakSandbox, harness, make_sandbox, parallel_map
 from kimi_rl.sandbox.process import DEFAULT_UID_BASE
 from kimi_rl.tasks.base import Problem
 from kimi_rl.tasks.code import CodeSpec, StdioTest
 
 FENCE = re.compile(r"^[ \t]*```[ \t]*[\w+#.-]*[^\n]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
 
-WRONG_EXIT = 97
-"""The driver's exit status when a test's assertion fails (a wrong answer, not a crash)."""
-DRIVER = f'''import sys
-def _run():
-    token = sys.stdin.readline().strip()
-    scope = {{"__name__": "__main__", "__builtins__": __builtins__}}
-    exec(compile(open("solution.py").read(), "solution.py", "exec"), scope)
-    try:
-        exec(compile(open("tests.py").read(), "tests.py", "exec"), scope)
-    except AssertionError:
-        import traceback
-        traceback.print_exc()
-        sys.exit({WRONG_EXIT})
-    sys.__stdout__.write("\\n" + token + "\\n")
-    sys.__stdout__.flush()
-_run()
-'''
-"""Runs solution then tests, then prints a token read from stdin before the program ran: an
-``exit(0)`` in the solution skips the tests and the token, so it fails. (A program that digs the
-token out of the driver's frame could still forge it: same-process tests cannot stop that.)"""
+HARNESS = Path(harness.__file__).read_text()
+"""The assert-test harness (kimi_rl/sandbox/harness.py), shipped into the sandbox as ``harness.py``: the
+test code runs in a driver interpreter the candidate's process cannot reach, on values it rebuilt from
+plain data, and the driver prints ``<token> <verdict>`` last (the token travels on its stdin)."""
+PURPOSES = ("eval", "rl")
 
 VERDICT_COUNTERS = {"pass": "tests_passed", "wrong": "wrong_answer", "error": "runtime_error",
                     "timeout": "timeout", "output_limit": "output_limit"}
@@ -105,8 +92,13 @@ class CodeRewardStats:
         return asdict(self)
 
 
-def run_test(sandbox: Sandbox, program: str, test: StdioTest | str, limits: Limits, slot: int) -> str:
-    """One sandboxed run of ``program`` on one test -> a verdict (a VERDICT_COUNTERS key)."""
+def run_test(sandbox: Sandbox, program: str, test: StdioTest | str, limits: Limits, slot: int,
+             prefix: str = "") -> str:
+    """One sandboxed run of ``program`` on one test -> a verdict (a VERDICT_COUNTERS key).
+
+    stdio: the program's stdout is judged here. assert: the harness judges (see HARNESS); ``prefix``
+    (trusted code the program starts with, e.g. HumanEval's prompt) also runs on the driver's side.
+    """
     argv = [sandbox.python, "-I", "-S"]
     if isinstance(test, StdioTest):
         result = sandbox.run({"main.py": program}, argv + ["main.py"], test.input.encode(), limits, slot)
@@ -114,14 +106,26 @@ def run_test(sandbox: Sandbox, program: str, test: StdioTest | str, limits: Limi
             return result.status
         return "pass" if outputs_match(result.stdout, test.output) else "wrong"
     token = secrets.token_hex(16)
-    files = {"driver.py": DRIVER, "solution.py": program, "tests.py": test}
-    result = sandbox.run(files, argv + ["driver.py"], f"{token}\n".encode(), limits, slot)
-    if result.status == "error" and result.returncode == WRONG_EXIT:
-        return "wrong"
+    request = json.dumps({"token": token, "prefix": prefix, "test": test}).encode()
+    files = {"harness.py": HARNESS, "solution.py": program}
+    result = sandbox.run(files, argv + ["harness.py"], request, limits, slot)
     if not result.ok:
         return result.status
-    tail = result.stdout.rstrip().rsplit("\n", 1)[-1]
-    return "pass" if tail == token else "wrong"
+    return harness_verdict(result.stdout, token)
+
+
+def harness_verdict(stdout: str, token: str) -> str:
+    """The driver's verdict: its last line must be the only one holding the token; else ``error``.
+
+    >>> harness_verdict("checking\\nab12 pass\\n", "ab12"), harness_verdict("ab12 pass\\nab12 wrong\\n", "ab12")
+    ('pass', 'error')
+    """
+    lines = stdout.rstrip("\n").split("\n")
+    marked = [line for line in lines if token in line]
+    if len(marked) != 1 or lines[-1] != marked[0]:
+        return "error"
+    verdict = marked[0][len(token) + 1:] if marked[0].startswith(f"{token} ") else ""
+    return {"pass": "pass", "wrong": "wrong"}.get(verdict, "error")
 
 
 def score_program(sandbox: Sandbox, spec: CodeSpec, code: str | None, limits: Limits, fraction: bool,
@@ -133,7 +137,7 @@ def score_program(sandbox: Sandbox, spec: CodeSpec, code: str | None, limits: Li
     limits = limits.for_problem(spec.time_limit_s, spec.memory_mb)
     verdicts: list[str] = []
     for test in spec.tests:
-        verdicts.append(run_test(sandbox, program, test, limits, slot))
+        verdicts.append(run_test(sandbox, program, test, limits, slot, prefix=spec.prefix))
         if verdicts[-1] != "pass" and not fraction:
             break
     passed = verdicts.count("pass")
@@ -189,14 +193,41 @@ class CodeVerifier:
 
 
 def code_verifier(backend: str = "auto", workers: int | None = None, fraction: bool = False,
-                  python: str | None = None, uid_base: int = DEFAULT_UID_BASE,
-                  **limits: float) -> CodeVerifier:
+                  python: str | None = None, uid_base: int = DEFAULT_UID_BASE, allow_weak: bool = False,
+                  purpose: str = "eval", **limits: float) -> CodeVerifier:
     """Factory for ``VERIFIERS`` (``code``). ``limits``: any Limits field (wall_s, cpu_s, memory_mb,
-    processes, file_size_mb, open_files, output_bytes, disk_mb); problems' own limits override."""
+    processes, file_size_mb, open_files, output_bytes, disk_mb); problems' own limits override.
+
+    ``purpose="rl"`` (RL training: the policy is optimised against these rewards) refuses a sandbox that
+    does not contain programs (the rlimit backend, chosen or fallen back to) unless ``allow_weak``.
+    The assert-test harness is run once here, so a sandbox where it cannot work fails at start-up.
+    """
     valid = {f.name for f in fields(Limits)}
     unknown = sorted(set(limits) - valid)
     if unknown:
         raise TypeError(f"code verifier: unknown option(s) {unknown}; valid: backend, workers, fraction, "
-                        f"python, uid_base, {', '.join(sorted(valid))}")
-    sandbox = make_sandbox(backend, python=python, uid_base=uid_base)
-    return CodeVerifier(sandbox, Limits(**limits), fraction=fraction, workers=workers or os.cpu_count() or 1)
+                        f"python, uid_base, allow_weak, {', '.join(sorted(valid))}")
+    if not isinstance(allow_weak, bool):
+        raise ValueError(f"code verifier: option 'allow_weak' must be true or false, got {allow_weak!r}")
+    if purpose not in PURPOSES:
+        raise ValueError(f"code verifier: purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
+    try:
+        sandbox = make_sandbox(backend, python=python, uid_base=uid_base,
+                               allow_weak=allow_weak or purpose != "rl")
+    except WeakSandbox as err:
+        raise ValueError(f"code verifier: allow_weak is false and this is RL training: {err}. Install "
+                         f"bubblewrap (apt-get install -y bubblewrap), or set allow_weak: true to train on "
+                         f"rewards a program can tamper with") from None
+    verifier = CodeVerifier(sandbox, Limits(**limits), fraction=fraction, workers=workers or os.cpu_count() or 1)
+    check_harness(sandbox)
+    return verifier
+
+
+def check_harness(sandbox: Sandbox) -> None:
+    """One right and one wrong answer through the assert harness; SandboxUnavailable if it misjudges."""
+    spec = CodeSpec(kind="assert", tests=("assert twice(3) == 6",))
+    got = [score_program(sandbox, spec, code, Limits(wall_s=20.0), fraction=False).verdicts[0]
+           for code in ("def twice(x):\n    return 2 * x\n", "def twice(x):\n    return x\n")]
+    if got != ["pass", "wrong"]:
+        raise SandboxUnavailable(f"the assert-test harness does not work in the {sandbox.name} sandbox: a right "
+                                 f"and a wrong answer were judged {got} (expected ['pass', 'wrong'])")

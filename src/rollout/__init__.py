@@ -21,7 +21,8 @@ class EngineFactory(Protocol):
     """What a registered engine class offers: one constructor signature for all engines."""
 
     def from_config(
-        self, cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int
+        self, cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int,
+        device: str | None = None,
     ) -> Engine: ...
 
 
@@ -35,9 +36,13 @@ def _fallback_hint(name: str) -> str:
 
 
 def build_engine(
-    cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int
+    cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int,
+    device: str | None = None,
 ) -> Engine:
     """The engine named by ``cfg.engine`` on the HF folder ``model_dir``, ready to ``generate``.
+
+    ``device``: this rank's device (the strategy's root device) for engines that take one (hf); None: the
+    first GPU if there is one, else the CPU. vLLM places itself on the current CUDA device.
 
     Raises ``EngineError`` (with the fallback to ``hf``) when the backend cannot be imported or
     started; an unknown name raises the registry's KeyError listing the valid ones.
@@ -49,7 +54,7 @@ def build_engine(
             f"rollout.engine={cfg.engine}: cannot import its backend ({e}).{_fallback_hint(cfg.engine)}"
         ) from e
     try:
-        return factory.from_config(cfg, Path(model_dir), model_cfg, seed, max_model_len)
+        return factory.from_config(cfg, Path(model_dir), model_cfg, seed, max_model_len, device)
     except Exception as e:
         raise EngineError(
             f"rollout.engine={cfg.engine}: the engine did not start on '{model_dir}' "

@@ -73,9 +73,10 @@ class HFEngine:
 
     @classmethod
     def from_config(
-        cls, cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int
+        cls, cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int,
+        device: str | None = None,
     ) -> "HFEngine":
-        return cls(model_dir, model_cfg.dtype, seed, max_model_len)
+        return cls(model_dir, model_cfg.dtype, seed, max_model_len, None if device is None else str(device))
 
     def rebuild(self, model_dir: str | Path) -> None:
         """(Re)load model and tokenizer from the HF folder ``model_dir``."""

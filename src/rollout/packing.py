@@ -81,7 +81,10 @@ def pack_groups(groups: list[Group], pad_id: int, current_iteration: int,
     Loss mask of response token t of a trajectory with versions v (paper 2.6.2)::
 
         loss_mask[t] = 1                          if loss_on_old_segments
-        loss_mask[t] = 1[v_t == max_s v_s]        otherwise (only the last segment trains)
+        loss_mask[t] = 1[v_t == current_iteration] otherwise (only tokens sampled in this iteration train;
+                                                  a trajectory that finished in an earlier iteration while
+                                                  its group mates ran on keeps only its reward's share in
+                                                  the group baseline)
 
     Prompt and padding positions are never in the loss. No groups give N = L = 0.
     """
@@ -106,8 +109,7 @@ def pack_groups(groups: list[Group], pad_id: int, current_iteration: int,
     if loss_on_old_segments or width == 0:
         loss_mask = response  # [N, L]
     else:
-        last = versions.max(dim=1, keepdim=True).values  # [N, 1]; -1 for an empty response
-        loss_mask = response & (versions == last)  # [N, L]
+        loss_mask = response & (versions == current_iteration)  # [N, L]
     group_index = torch.tensor([gi for gi, g in enumerate(groups) for _ in g.trajectories],
                                dtype=torch.long)  # [N]
     return RolloutBatch(

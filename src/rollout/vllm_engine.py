@@ -85,6 +85,7 @@ class VLLMEngine:
         kv_cache_gib: float = 1.0,
         gpu_memory_utilization: float = 0.4,
         enable_sleep_mode: bool = False,
+        sleep_level: int = 1,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.dtype = dtype
@@ -94,6 +95,12 @@ class VLLMEngine:
         self.gpu_memory_utilization = gpu_memory_utilization
         self.on_cpu = current_platform.is_cpu()
         self.enable_sleep_mode = enable_sleep_mode and not self.on_cpu
+        if sleep_level not in (1, 2):
+            raise ValueError(f"rollout.sleep_level: {sleep_level} is not 1 or 2")
+        self.sleep_level = sleep_level
+        self.weights_dropped = False
+        """Level 2 discards the weights while asleep: a ``generate`` before the next ``load_weights`` would
+        sample from garbage, so it is refused."""
         self.calls = 0
         self.asleep = False
         self.owns_process_group = not torch.distributed.is_initialized()
@@ -102,11 +109,13 @@ class VLLMEngine:
 
     @classmethod
     def from_config(
-        cls, cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int
+        cls, cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int,
+        device: str | None = None,
     ) -> "VLLMEngine":
+        """``device`` is not passed on: vLLM runs on the current CUDA device (Lightning sets it per rank)."""
         return cls(
             model_dir, model_cfg.dtype, seed, max_model_len, cfg.kv_cache_gib,
-            cfg.gpu_memory_utilization, cfg.sleep_between_rollouts,
+            cfg.gpu_memory_utilization, cfg.sleep_between_rollouts, cfg.sleep_level,
         )
 
     def _create_llm(self) -> "vllm.LLM":
@@ -141,6 +150,9 @@ class VLLMEngine:
         check_sampling(n, temperature, top_p)
         budgets = prompt_budgets(max_new_tokens, prompts, self.max_model_len)
         self.wake_up()
+        if self.weights_dropped:
+            raise RuntimeError("vLLM engine: generate after a level-2 sleep without load_weights (its weights were "
+                               "discarded); sync the weights first or use rollout.sleep_level=1")
         seed = call_seed(self.seed, self.calls)
         self.calls += 1
         requested = n if temperature > 0 else 1  # vLLM refuses n > 1 when greedy: all n are equal
@@ -173,6 +185,7 @@ class VLLMEngine:
         self.wake_up()
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
+        self.weights_dropped = False
 
     def weights_checksum(self) -> float:
         """Sum of every weight the engine holds (float64): equal engines give equal sums."""
@@ -180,10 +193,14 @@ class VLLMEngine:
         return float(sums[0])
 
     def sleep(self) -> None:
-        """Level-1 sleep on GPU (weights to host memory, KV cache dropped); no-op on CPU."""
+        """Sleep on GPU during training (the paper's hybrid deployment); no-op on CPU.
+
+        Level 1 moves the weights to host memory and drops the KV cache; level 2 also drops the weights
+        (less host memory; the next ``load_weights`` brings them back, which every RL iteration does)."""
         if self.enable_sleep_mode and not self.asleep:
-            self.llm.sleep(level=1)
+            self.llm.sleep(level=self.sleep_level)
             self.asleep = True
+            self.weights_dropped = self.sleep_level == 2
 
     def wake_up(self) -> None:
         """Undo ``sleep`` (``generate`` and ``load_weights`` call it themselves)."""

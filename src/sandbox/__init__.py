@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 
 from kimi_rl.registry import Registry
-from kimi_rl.sandbox.limits import Isolation, Limits, RunResult, Sandbox, SandboxUnavailable
+from kimi_rl.sandbox.limits import Isolation, Limits, RunResult, Sandbox, SandboxUnavailable, WeakSandbox
 from kimi_rl.sandbox.pool import parallel_map
 from kimi_rl.sandbox.process import DEFAULT_UID_BASE
 
-__all__ = ["SANDBOXES", "Isolation", "Limits", "RunResult", "Sandbox", "SandboxUnavailable",
+__all__ = ["SANDBOXES", "Isolation", "Limits", "RunResult", "Sandbox", "SandboxUnavailable", "WeakSandbox",
            "make_sandbox", "parallel_map"]
 
 log = logging.getLogger(__name__)
@@ -23,22 +23,39 @@ SANDBOXES.register_lazy("rlimit", "kimi_rl.sandbox.rlimit:RlimitSandbox")
 
 
 def make_sandbox(backend: str = "auto", python: str | None = None,
-                 uid_base: int = DEFAULT_UID_BASE) -> Sandbox:
+                 uid_base: int = DEFAULT_UID_BASE, allow_weak: bool = True) -> Sandbox:
     """Build and probe a backend. ``auto``: bwrap where it works, else rlimit with a warning.
 
+    ``allow_weak=False`` refuses a sandbox that does not contain programs (``Isolation.contained``):
+    WeakSandbox instead of the rlimit fallback, or of an explicitly named weak backend.
     Raises SandboxUnavailable when the named backend cannot run here (the message says why).
     """
     if backend != "auto":
         sandbox = SANDBOXES.get(backend)(python=python, uid_base=uid_base)
-        log.info("sandbox %s: %s", sandbox.name, sandbox.isolation.summary())
+        if not sandbox.isolation.contained and not allow_weak:
+            raise WeakSandbox(f"backend={backend} does not contain programs ({sandbox.isolation.summary()})")
+        _log(sandbox)
         return sandbox
     try:
         sandbox = SANDBOXES.get("bwrap")(python=python, uid_base=uid_base)
     except SandboxUnavailable as err:
+        if not allow_weak:
+            raise WeakSandbox(f"backend=auto: bwrap cannot run here ({err}), and the fallback, rlimit, does not "
+                              f"contain programs") from None
         sandbox = SANDBOXES.get("rlimit")(python=python, uid_base=uid_base)
         log.warning("sandbox: bwrap unavailable (%s); FALLING BACK to rlimit: %s. "
                     "Install bubblewrap (apt-get install -y bubblewrap) for full isolation.",
                     err, sandbox.isolation.summary())
         return sandbox
-    log.info("sandbox bwrap: %s", sandbox.isolation.summary())
+    _log(sandbox)
     return sandbox
+
+
+def _log(sandbox: Sandbox) -> None:
+    iso = sandbox.isolation
+    if not iso.contained:
+        log.warning("sandbox %s does NOT contain programs: %s", sandbox.name, iso.summary())
+    elif iso.gaps:
+        log.warning("sandbox %s: %s", sandbox.name, iso.summary())
+    else:
+        log.info("sandbox %s: %s", sandbox.name, iso.summary())

@@ -13,6 +13,10 @@ class SandboxUnavailable(RuntimeError):
     """A backend cannot run on this machine (missing binary, namespaces refused, ...)."""
 
 
+class WeakSandbox(SandboxUnavailable, ValueError):
+    """Only a sandbox that does not contain programs could be had, and the caller refused one (``allow_weak``)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-run limits; every sandboxed execution gets all of them."""
@@ -32,13 +36,24 @@ class Limits:
     output_bytes: int = 4 << 20
     """stdout + stderr captured; more kills the run (status ``output_limit``)."""
     disk_mb: int = 64
-    """Size of the writable tmpfs working directory (and of /tmp) where the backend provides one."""
+    """Size of each writable filesystem (size-limited tmpfs: the working directory, /tmp, /dev/shm, and for
+    rlimit as root /var/tmp) where the backend provides them."""
+    group_memory_mb: int | None = None
+    """RAM of the whole run together (a memory cgroup, where the kernel lets us make one): every process,
+    tmpfs files, memfd and shared memory. None: 2 x memory_mb + 4 x disk_mb."""
 
     def __post_init__(self) -> None:
         for name in ("wall_s", "cpu_s", "memory_mb", "processes", "file_size_mb", "open_files",
                      "output_bytes", "disk_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"sandbox limit '{name}' must be positive, got {getattr(self, name)!r}")
+        if self.group_memory_mb is not None and not self.group_memory_mb > 0:
+            raise ValueError(f"sandbox limit 'group_memory_mb' must be positive or null, got {self.group_memory_mb!r}")
+
+    @property
+    def group_memory_bytes(self) -> int:
+        mb = self.group_memory_mb or 2 * self.memory_mb + 4 * self.disk_mb
+        return mb << 20
 
     @property
     def cpu_seconds(self) -> int:
@@ -79,17 +94,31 @@ class Isolation:
     filesystem: bool
     """Host files hidden or read-only; only a private scratch directory is writable."""
     processes: bool
-    """The parent's processes cannot be signalled or inspected (/proc/<pid>/environ)."""
+    """Host processes can be neither signalled nor inspected (/proc/<pid>/environ, their command lines)."""
     separate_user: bool
     """Runs as a user other than the caller, so the caller's private files are out of reach."""
     user: str
     """Who the program runs as."""
+    gaps: tuple[str, ...] = ()
+    """What a program can still do here, in words (logged as a warning when not empty)."""
+    scratch: tuple[str, ...] = ()
+    """The only writable paths (besides the working directory), each a tmpfs of ``Limits.disk_mb``; empty:
+    writes go to host filesystems."""
+    memory_cgroup: bool = False
+    """The run's RAM as a whole is bounded (``Limits.group_memory_mb``)."""
+
+    @property
+    def contained(self) -> bool:
+        """Network, filesystem and processes all isolated: fit for rewards a policy is trained on."""
+        return self.network and self.filesystem and self.processes
 
     def summary(self) -> str:
         flags = [f"network {'isolated' if self.network else 'OPEN'}",
                  f"filesystem {'isolated' if self.filesystem else 'host-visible, user-writable paths writable'}",
-                 f"processes {'isolated' if self.processes else 'can signal the parent'}",
+                 f"processes {'isolated' if self.processes else 'host processes visible'}",
                  f"runs as {self.user}"]
+        if self.gaps:
+            flags.append("NOT isolated: " + "; ".join(self.gaps))
         return "; ".join(flags)
 
 

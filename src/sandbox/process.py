@@ -15,7 +15,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from kimi_rl.sandbox.limits import Limits, RunResult, SandboxUnavailable
 
@@ -50,18 +50,72 @@ def setpriv_argv(setpriv: str, uid: int, no_new_privs: bool) -> list[str]:
     return out + (["--no-new-privs", "--"] if no_new_privs else ["--"])
 
 
-def tasks_of_uid(uid: int) -> int:
-    """Processes and threads owned by ``uid`` now (what RLIMIT_NPROC counts)."""
-    count = 0
+def pids_of_uid(uid: int, alive: bool = False) -> list[int]:
+    """Processes whose real uid is ``uid`` (from /proc/<pid>/status: a non-dumpable process's /proc
+    directory belongs to root, so its owner would miss it); ``alive``: zombies left out."""
+    out = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            if entry.stat().st_uid == uid:
-                count += len(os.listdir(f"/proc/{entry.name}/task"))
-        except OSError:  # exited meanwhile
+            with open(f"/proc/{entry.name}/status") as f:
+                status = dict(line.split(":", 1) for line in f if line[:4] in ("Stat", "Uid:"))
+            if int(status["Uid"].split()[0]) == uid and not (alive and status["State"].split()[0] in "ZX"):
+                out.append(int(entry.name))
+        except (OSError, ValueError, IndexError, KeyError):  # exited meanwhile
+            continue
+    return out
+
+
+def tasks_of_uid(uid: int) -> int:
+    """Processes and threads of real uid ``uid`` now (what RLIMIT_NPROC counts)."""
+    count = 0
+    for pid in pids_of_uid(uid):
+        try:
+            count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
             continue
     return count
+
+
+def kill_uid(uid: int, timeout_s: float = 2.0) -> int:
+    """SIGKILL every process of real uid ``uid`` until none is left (root only: a slot user owns nothing
+    between runs, so whatever it owns belongs to the run that just ended). Returns how many were found."""
+    found: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pids = pids_of_uid(uid, alive=True)  # a zombie is dead already; its reaper may be slow
+        if not pids:
+            break
+        found.update(pids)
+        for pid in pids:
+            _signal(pid)
+        time.sleep(0.005)
+    return len(found)
+
+
+def remove_files_of(uid: int, dirs: Iterable[str], keep: Iterable[str] = ()) -> list[str]:
+    """Delete the entries of ``dirs`` owned by ``uid`` (what a slot user left in shared world-writable
+    directories) except ``keep``; returns their paths."""
+    removed = []
+    keep = {os.path.realpath(k) for k in keep}
+    for folder in dirs:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid or os.path.realpath(entry.path) in keep:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    remove_tree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed.append(entry.path)
+            except OSError:
+                continue
+    return removed
 
 
 def reachable_by_others(path: str) -> bool:
@@ -110,17 +164,28 @@ def scratch_dir(files: Mapping[str, str], owner: int | None) -> Iterator[Path]:
         root.chmod(0o755 if owner is None else 0o700)
         yield root
     finally:
-        shutil.rmtree(root, onerror=_force_remove)
+        remove_tree(str(root))
 
 
-def _force_remove(func, path, _exc) -> None:
-    """rmtree helper: a program may chmod its files to 000; make them removable and retry."""
+def remove_tree(top: str) -> None:
+    """rmtree that also removes what a program chmod-ed to 000 (each directory made traversable before the
+    walk enters it; symlinks never followed), and never touches anything outside ``top``."""
+    top = os.path.realpath(top)
+    if not os.path.isdir(top) or os.path.islink(top):
+        return
     try:
-        os.chmod(os.path.dirname(path), 0o700)
-        os.chmod(path, 0o700)
-        func(path)
+        os.chmod(top, 0o700)
     except OSError:
         pass
+    for dirpath, dirnames, _ in os.walk(top):  # top-down: dirnames are fixed up before they are walked
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                try:
+                    os.chmod(path, 0o700)
+                except OSError:
+                    pass
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def execute(argv: list[str], *, cwd: Path, stdin: bytes, limits: Limits,

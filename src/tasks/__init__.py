@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # kimi_rl.data imports kimi_rl.tasks.base: import it lazily
     from kimi_rl.data.files import SkippedRow
 
 DEFAULT_VERIFIER = {"arithmetic": "arithmetic", "file": "math", "math500": "math", "aime2024": "math",
-                    "aime2025": "math", "humaneval": "code"}
+                    "aime2025": "math", "humaneval": "code", "reasoning_gym": "reasoning_gym"}
 TOO_LONG = "prompt too long"
 """The skip reason of a row whose prompt leaves the model no room for a response."""
 
@@ -153,10 +153,15 @@ def load_task(data: DataConfig, seed: int, prompt_limit: PromptLimit | None = No
     """Train and held-out problems plus the verifier name, checked before any training. With ``prompt_limit``,
     a row whose prompt leaves the model no room for a response is an error (or skipped and counted)."""
     verifier = data.verifier or DEFAULT_VERIFIER[data.source]
-    if data.source == "arithmetic":
-        from kimi_rl.tasks.arithmetic import make_problems
+    if data.source in ("arithmetic", "reasoning_gym"):  # generated: split per level, deterministic and disjoint
+        if data.source == "arithmetic":
+            from kimi_rl.tasks.arithmetic import make_problems
 
-        train, heldout = make_problems(data.levels, data.train_per_level, data.heldout_per_level, seed)
+            train, heldout = make_problems(data.levels, data.train_per_level, data.heldout_per_level, seed)
+        else:
+            from kimi_rl.tasks import reasoning_gym
+
+            train, heldout = reasoning_gym.make_problems(data, seed)
         skipped: list[SkippedRow] = []
         if prompt_limit is not None:
             train, skip_train = drop_long_prompts(train, data, prompt_limit, {})
