@@ -22,6 +22,8 @@ help:
 	@echo "make test         the whole test suite"
 	@echo "make bench        benchmarks (figures, not tests)"
 	@echo "make tensorboard  serve runs/ on http://localhost:6006"
+	@echo "make make-tests   tests for code problems from generators, judged by reference submissions (paper 2.3.5)"
+	@echo "make curate       drop easy-to-hack problems: answer guessed without CoT in N tries (ARGS='data=... model.path=...')"
 	@echo "make gpu-check    the CUDA path on one GPU (hf engine; no install, no network): JSON + summary in runs/gpu_check"
 	@echo "make gpu-wheels   download the small wheels gpu-check needs into build/wheels (carry them to the GPU machine)"
 
@@ -56,6 +58,15 @@ eval: $(STAMP)
 
 difficulty: $(STAMP)
 	$(BIN)/kimi-rl difficulty $(ARGS)
+
+# Paper 2.3.5: tests from generators, judged by reference submissions (make_tests.KEY=VALUE in ARGS).
+.PHONY: make-tests curate
+make-tests: $(STAMP)
+	$(BIN)/kimi-rl make-tests $(ARGS)
+
+# Paper 2.3.1: drop easy-to-hack problems (answer guessed without CoT): ARGS="data=gsm8k_small model.path=..."
+curate: $(STAMP)
+	$(BIN)/kimi-rl curate $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)

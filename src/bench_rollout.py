@@ -190,7 +190,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from kimi_rl.config import DataConfig, ModelConfig, RolloutConfig
     from kimi_rl.modeling import build_tiny_model, eos_ids, load_tokenizer
     from kimi_rl.prompts import encode_prompts
-    from kimi_rl.rollout import build_engine
+    from kimi_rl.rollout import open_engine
     from kimi_rl.tasks.arithmetic import make_problems
 
     threads = args.threads or (os.cpu_count() or 1)
@@ -206,8 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         max_len = max(len(p) for p in prompt_ids) + args.max_response_tokens + 8
         rollout_cfg = RolloutConfig(engine="vllm", max_response_tokens=args.max_response_tokens,
                                     kv_cache_gib=0.5)
-        engine = build_engine(rollout_cfg, folder, model_cfg, args.seed, max_len)
-        try:
+        with open_engine(rollout_cfg, folder, model_cfg, args.seed, max_len) as engine:
             work = Workload(problems, prompt_ids, args.prompts_per_iteration, args.samples_per_prompt,
                             args.max_response_tokens, eos_ids(tok))
             RolloutLoop("warm-up", None, work).step(engine)  # one full-length iteration
@@ -215,8 +214,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             full = RolloutLoop("full", None, work)
             partial = RolloutLoop(f"partial ({args.segment_tokens})", args.segment_tokens, work)
             run_interleaved([full, partial], engine, args.target_tokens)
-        finally:
-            engine.close()
     device = "GPU" if torch.cuda.is_available() else "CPU"
     print(f"Rollout iterations, full-length vs partial rollouts (in-process vLLM engine on {device}, tiny "
           f"Qwen2 hidden {args.hidden_size} x {args.num_layers} layers; eos probability {args.eos_prob:.4g} per "

@@ -14,6 +14,8 @@ COMMANDS = {
     "merge": "average two HF model folders: merge LONG SHORT OUT [WEIGHT of LONG, default 0.5]",
     "long2short": "four short models (merge, merge+SRS, DPO, RL) from the run's long-CoT model, compared",
     "difficulty": "label a problem file's difficulty by a model's pass rate over n samples [difficulty.KEY=VALUE]",
+    "make-tests": "tests for code problems from generators, judged by reference submissions [make_tests.KEY=VALUE]",
+    "curate": "drop easy-to-hack problems: the model guesses the answer without CoT [curate.KEY=VALUE]",
     "bench": "benchmarks: partial vs full rollouts, sandbox starts/s [KEY=VALUE, sandbox.KEY=VALUE]",
 }
 
@@ -107,6 +109,20 @@ def cmd_difficulty(overrides: list[str]) -> int:
     return run_difficulty(overrides)
 
 
+def cmd_make_tests(overrides: list[str]) -> int:
+    """``kimi-rl make-tests [make_tests.KEY=VALUE ...]`` (see kimi_rl.make_tests)."""
+    from kimi_rl.make_tests import run_make_tests
+
+    return run_make_tests(overrides)
+
+
+def cmd_curate(overrides: list[str]) -> int:
+    """``kimi-rl curate [overrides] [curate.KEY=VALUE ...]`` (see kimi_rl.curate)."""
+    from kimi_rl.curate import run_curate
+
+    return run_curate(overrides)
+
+
 def cmd_long2short(overrides: list[str]) -> int:
     """``kimi-rl long2short [overrides] [long2short.KEY=VALUE]`` (see kimi_rl.long2short_stages)."""
     from kimi_rl.config_loader import load_config
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "import-smollm2": cmd_import_smollm2,
                 "merge": cmd_merge, "long2short": cmd_long2short, "bench": cmd_bench,
-                "difficulty": cmd_difficulty}
+                "difficulty": cmd_difficulty, "make-tests": cmd_make_tests, "curate": cmd_curate}
     try:
         return handlers[args.command](args.overrides)
     except ConfigError as e:
@@ -155,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-USER_ERRORS = {"EngineError", "DataFileError", "CodeTaskError", "SandboxUnavailable"}
+USER_ERRORS = {"EngineError", "DataFileError", "CodeTaskError", "SandboxUnavailable", "MakeTestsError"}
 """Exceptions reported as one line (exit code 2) instead of a traceback."""
 
 

@@ -1,7 +1,10 @@
 """The RL LightningDataModule: serves prompts drawn by the configured sampler (paper 2.3.4).
 
 Batches are only tickets (the iteration number); prompts are drawn when the iteration
-starts, after the previous iteration's success rates are in, so resume is exact.
+starts, after the previous iteration's success rates are in, so resume is exact. Why not real
+batches: Lightning's fit loop fetches the next batch before the current training step runs, so
+rollouts made in a DataLoader would be sampled by the policy of the previous iteration (one
+update stale) and from sampler weights that miss this iteration's success rates.
 """
 from __future__ import annotations
 

@@ -269,23 +269,22 @@ def sample_counts(cfg: Config, opts: DifficultyConfig, model_dir: Path, problems
     from kimi_rl.modeling import load_tokenizer
     from kimi_rl.prompts import encode_prompts
     from kimi_rl.rewards import make_verifier
-    from kimi_rl.rollout import build_engine
+    from kimi_rl.rollout import open_engine
     from kimi_rl.tasks import DEFAULT_VERIFIER
 
     tok = load_tokenizer(model_dir)
     prompts = encode_prompts(problems, tok, cfg.data)
     max_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
     verifier = make_verifier(cfg.data.verifier or DEFAULT_VERIFIER["file"], cfg.data.verifier_options)
-    engine = build_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max(map(len, prompts)) + max_tokens)
     try:
-        with tqdm(total=len(problems), unit="problem", desc="difficulty", dynamic_ncols=True) as bar:
+        with open_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max(map(len, prompts)) + max_tokens) as engine, \
+                tqdm(total=len(problems), unit="problem", desc="difficulty", dynamic_ncols=True) as bar:
             return count_correct(engine, tok, problems, prompts, verifier, opts.samples, cfg.eval.temperature,
                                  max_tokens, cfg.rollout.top_p, opts.batch_problems, bar.update)
     finally:
-        for obj in (engine, verifier):
-            close = getattr(obj, "close", None)
-            if close:
-                close()
+        close = getattr(verifier, "close", None)  # verifiers are plain callables; some hold a pool
+        if close:
+            close()
 
 
 class DifficultyInputs(NamedTuple):

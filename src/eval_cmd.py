@@ -172,21 +172,16 @@ def evaluate_model(cfg: Config, spec: ModelSpec, problems: list[Problem], verifi
     from kimi_rl.evaluate import evaluate
     from kimi_rl.modeling import load_tokenizer
     from kimi_rl.prompts import encode_prompts
-    from kimi_rl.rollout import build_engine
+    from kimi_rl.rollout import open_engine
 
     t0 = time.perf_counter()
     _pop_outcomes(verifier)
     tok = load_tokenizer(spec.path)
     prompts = encode_prompts(problems, tok, cfg.data)
     max_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
-    engine = build_engine(cfg.rollout, spec.path, cfg.model, cfg.run.seed, max(map(len, prompts)) + max_tokens)
-    try:
+    with open_engine(cfg.rollout, spec.path, cfg.model, cfg.run.seed, max(map(len, prompts)) + max_tokens) as engine:
         result = evaluate(engine, tok, problems, prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
                           max_tokens, cfg.rollout.top_p)
-    finally:
-        close = getattr(engine, "close", None)
-        if close:
-            close()
     return ModelEval(spec, result, time.perf_counter() - t0, _pop_outcomes(verifier))
 
 

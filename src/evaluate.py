@@ -67,15 +67,23 @@ def pass_k_values(n: int) -> list[int]:
 
 def answer_key(response: str) -> str | None:
     """What a sample answered, for majority voting: the last ``\\boxed{}`` content (math, arithmetic),
-    else the last fenced code block (code), with all whitespace removed; None when neither is there.
+    else the last ``<answer>...</answer>`` (reasoning-gym), else the last fenced code block (code), with
+    all whitespace removed; None when none is there.
 
     >>> answer_key(r"so \\boxed{ 1/2 }"), answer_key("```py\\nprint(1)\\n```"), answer_key("no idea")
     ('1/2', 'print(1)', None)
+    >>> answer_key("<answer>4</answer> then <answer> 5 </answer>")
+    '5'
     """
+    import re
+
     from kimi_rl.rewards.code import extract_code
     from kimi_rl.rewards.math import last_boxed
 
     found = last_boxed(response)
+    if found is None:
+        tags = re.findall(r"<answer>(.*?)</answer>", response, flags=re.DOTALL)
+        found = tags[-1] if tags else None
     if found is None:
         found = extract_code(response)
     return None if found is None else "".join(found.split())

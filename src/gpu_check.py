@@ -144,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                     "model": model, "steps": {}}
 
     def gpu_tests():
-        tests = Path(__file__).resolve().parents[1] / "tests"
-        tests = tests if tests.is_dir() else Path.cwd() / "tests"
+        candidates = [Path(__file__).resolve().parents[1], Path(os.environ.get("KIMI_RL_CONF", ".")).resolve().parent,
+                      Path.cwd()]  # the repository: beside src/, beside conf/, or here (make gpu-check)
+        tests = next((c / "tests" for c in candidates if (c / "tests" / "test_device.py").is_file()), None)
+        if tests is None:
+            raise RuntimeError(f"tests/test_device.py not found beside {[str(c) for c in candidates]}")
         res = subprocess.run([sys.executable, "-m", "pytest", str(tests / "test_device.py"), "-q", "-p",
                               "no:cacheprovider"], capture_output=True, text=True, timeout=300)
         (out / "gpu_tests.log").write_text(res.stdout + res.stderr)

@@ -30,7 +30,7 @@ def sample_scored(model_dir: str | Path, problems: Sequence[Problem], cfg: Confi
     from kimi_rl.modeling import load_tokenizer
     from kimi_rl.prompts import encode_prompts
     from kimi_rl.rewards import VERIFIERS
-    from kimi_rl.rollout import build_engine
+    from kimi_rl.rollout import open_engine
 
     if n < 1 or max_response_tokens < 1:
         raise ValueError(f"sample_scored: n ({n}) and max_response_tokens ({max_response_tokens}) must be >= 1")
@@ -39,13 +39,8 @@ def sample_scored(model_dir: str | Path, problems: Sequence[Problem], cfg: Confi
     tok = load_tokenizer(model_dir)
     prompts = encode_prompts(problems, tok, cfg.data)
     max_len = max(len(p) for p in prompts) + max_response_tokens + 8
-    engine = build_engine(cfg.rollout, Path(model_dir), cfg.model, cfg.run.seed, max_len)
-    try:
+    with open_engine(cfg.rollout, Path(model_dir), cfg.model, cfg.run.seed, max_len) as engine:
         gens = engine.generate(prompts, max_response_tokens, n, temperature, cfg.rollout.top_p)
-    finally:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
     texts = [[tok.decode(g.token_ids, skip_special_tokens=True) for g in gs] for gs in gens]
     flat_problems = [p for p, ts in zip(problems, texts) for _ in ts]
     scores = iter(VERIFIERS.get(verifier)()([t for ts in texts for t in ts], flat_problems))

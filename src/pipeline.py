@@ -169,22 +169,19 @@ def evaluate_folder(cfg: Config, model_dir: Path, task: TaskData, name: str):
     from kimi_rl.evaluate import evaluate
     from kimi_rl.prompts import encode_prompts
     from kimi_rl.rewards import make_verifier
-    from kimi_rl.rollout import build_engine
+    from kimi_rl.rollout import open_engine
 
     tok = load_tokenizer(model_dir)
     problems = _cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
     prompts = encode_prompts(problems, tok, cfg.data)
     max_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
     max_len = max(len(p) for p in prompts) + max_tokens
-    engine = build_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max_len)
-    try:
-        result = evaluate(engine, tok, problems, prompts, make_verifier(task.verifier, cfg.data.verifier_options),
-                          cfg.eval.samples, cfg.eval.temperature, max_tokens)
-    finally:
-        close = getattr(engine, "close", None)
-        if close:
-            close()
-    return result
+    context = model_context(model_dir)
+    if context is not None:
+        max_len = min(max_len, context)
+    with open_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max_len) as engine:
+        return evaluate(engine, tok, problems, prompts, make_verifier(task.verifier, cfg.data.verifier_options),
+                        cfg.eval.samples, cfg.eval.temperature, max_tokens)
 
 
 def _cap_per_level(problems, cap: int):

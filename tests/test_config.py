@@ -47,7 +47,7 @@ def test_every_yaml_key_is_a_config_field():
 
     cfg = compose([])
     assert set(OmegaConf.to_container(cfg)) == {"run", "model", "data", "sft", "algo", "rollout", "trainer", "rl",
-                                                 "eval", "phase"}
+                                                 "eval", "phase", "make_tests", "curate"}
 
 
 def test_unknown_key_names_valid_keys():

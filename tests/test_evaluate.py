@@ -187,7 +187,10 @@ def test_cli_eval_exact_numbers_through_the_files(tmp_path, tiny_model_dir, monk
     tok = load_tokenizer(tiny_model_dir)
     ids = [[tok(t, add_special_tokens=False)["input_ids"] for t in ts] for ts in texts]
 
-    class Engine:
+    class Engine:  # the whole Engine protocol that eval uses: generate, close
+        def close(self):
+            pass
+
         def generate(self, prompts, max_new_tokens, n, temperature, top_p):
             assert len(prompts) == 4 and n == 3
             return [[Generation(x, [0.0] * len(x), "stop") for x in xs] for xs in ids]

@@ -5,8 +5,9 @@ log-prob of each sampled token as logp_old.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 from kimi_rl.config import ModelConfig, RolloutConfig
 from kimi_rl.registry import Registry
@@ -31,8 +32,12 @@ ENGINES.register_lazy("vllm", "kimi_rl.rollout.vllm_engine:VLLMEngine")
 ENGINES.register_lazy("hf", "kimi_rl.rollout.hf_engine:HFEngine")
 
 
-def _fallback_hint(name: str) -> str:
-    return "" if name == "hf" else " Set rollout.engine=hf to sample with transformers generate instead."
+def _fallback_hint(name: str, error: BaseException | None = None) -> str:
+    """Suggest the transformers engine, except where it would fail the same way (length, memory)."""
+    text = str(error or "").lower()
+    if name == "hf" or any(w in text for w in ("max_model_len", "context", "too long", "memory", "out of memory")):
+        return ""
+    return " Set rollout.engine=hf to sample with transformers generate instead."
 
 
 def build_engine(
@@ -58,5 +63,18 @@ def build_engine(
     except Exception as e:
         raise EngineError(
             f"rollout.engine={cfg.engine}: the engine did not start on '{model_dir}' "
-            f"({type(e).__name__}: {e}).{_fallback_hint(cfg.engine)}"
+            f"({type(e).__name__}: {e}).{_fallback_hint(cfg.engine, e)}"
         ) from e
+
+
+@contextlib.contextmanager
+def open_engine(
+    cfg: RolloutConfig, model_dir: Path, model_cfg: ModelConfig, seed: int, max_model_len: int,
+    device: str | None = None,
+) -> Iterator[Engine]:
+    """``build_engine`` for the body of a ``with`` block, closed on the way out (also on an error)."""
+    engine = build_engine(cfg, model_dir, model_cfg, seed, max_model_len, device)
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -42,6 +42,9 @@ class Engine(Protocol):
     def wake_up(self) -> None:
         """Undo ``sleep`` before the next rollout."""
 
+    def close(self) -> None:
+        """Free the engine's memory (and any process group it created); the engine is unusable afterwards."""
+
 
 @dataclass
 class Trajectory:
