@@ -46,7 +46,11 @@ def test_changed_model_shape_names_the_key():
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
+def test_interrupted_runs_resume_to_the_uninterrupted_run(tiny_model_dir, tmp_path):
+    """Three interruptions, each resumed with run.resume=auto, must give the uninterrupted run's numbers:
+    SIGKILL inside an iteration with last.ckpt then truncated (a kill while writing: auto falls back to
+    previous.ckpt, one iteration earlier), and Ctrl-C (SIGINT: the iteration finishes, a checkpoint is
+    written, exit 130)."""
     common = ["train", f"model.path={tiny_model_dir}", "sft.enabled=false", "data.levels=[1,2]",
               "data.train_per_level=60", "data.heldout_per_level=6", "rl.iterations=5", "rl.checkpoint_every=1",
               "rl.sample_log_every=0", "rollout.prompts_per_iteration=4", "rollout.samples_per_prompt=4",
@@ -58,33 +62,50 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
     straight = subprocess.run(cli(common + ["run.name=straight"], tmp_path), cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=900)
     assert straight.returncode == 0, straight.stderr[-4000:]
-
-    ckpts = tmp_path / "killed" / "checkpoints"
-    proc = subprocess.Popen(cli(common + ["run.name=killed"], tmp_path), cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (ckpts / "previous.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # two checkpoints written (iterations 1 and 2): now inside iteration 3
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = torch.load(ckpts / "last.ckpt", weights_only=False)["kimi_rl"]["iteration"]
-    assert 2 <= killed_at < 5
-
-    resumed = subprocess.run(cli(common + ["run.name=killed", "run.resume=auto"], tmp_path), cwd=tmp_path,
-                             env=env, capture_output=True, text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
     a = event_scalars(tmp_path / "straight" / "tb" / "rl")
-    b = event_scalars(tmp_path / "killed" / "tb" / "rl")
-    compared = 0
-    for tag in ("reward/mean", "response/length_mean", "train/loss", "train/entropy_estimate",
-                "rollout/new_tokens", "rollout/buffer_unfinished"):
-        for step, value in a[tag].items():  # groups finish every other iteration: not every step has all tags
-            if step >= killed_at:
-                assert b[tag][step] == pytest.approx(value, abs=1e-4), (tag, step)
-                compared += 1
-    assert compared >= 8
-    assert torch.load(ckpts / "last.ckpt", weights_only=False)["kimi_rl"]["iteration"] == 5
+
+    def interrupt(name: str, sig: int) -> int:
+        """Start run ``name``, send ``sig`` once two checkpoints exist (inside iteration 3); the last
+        checkpoint's iteration."""
+        ckpts = tmp_path / name / "checkpoints"
+        proc = subprocess.Popen(cli(common + [f"run.name={name}"], tmp_path), cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 600
+        while not (ckpts / "previous.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)  # two checkpoints written (iterations 1 and 2): now inside iteration 3
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=600)
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130 and "stopped by SIGINT" in err, err[-3000:]
+        return torch.load(ckpts / "last.ckpt", weights_only=False)["kimi_rl"]["iteration"]
+
+    def resume_and_compare(name: str, from_iteration: int, expect: str = "") -> None:
+        resumed = subprocess.run(cli(common + [f"run.name={name}", "run.resume=auto"], tmp_path), cwd=tmp_path,
+                                 env=env, capture_output=True, text=True, timeout=900)
+        assert resumed.returncode == 0, resumed.stderr[-4000:]
+        assert expect in resumed.stdout + resumed.stderr
+        b = event_scalars(tmp_path / name / "tb" / "rl")
+        compared = 0
+        for tag in ("reward/mean", "response/length_mean", "train/loss", "train/entropy_estimate",
+                    "rollout/new_tokens", "rollout/buffer_unfinished"):
+            for step, value in a[tag].items():  # groups finish every other iteration: not every step has all tags
+                if step >= from_iteration:
+                    assert b[tag][step] == pytest.approx(value, abs=1e-4), (name, tag, step)
+                    compared += 1
+        assert compared >= 8, (name, compared)
+        ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
+        assert torch.load(ckpt, weights_only=False)["kimi_rl"]["iteration"] == 5
+
+    killed_at = interrupt("killed", signal.SIGKILL)
+    assert 2 <= killed_at < 5
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # as if the kill had hit the save
+    resume_and_compare("killed", killed_at - 1, expect="resuming from")
+
+    stopped_at = interrupt("stopped", signal.SIGINT)
+    assert 3 <= stopped_at < 5  # the iteration running at Ctrl-C finished and was saved
+    resume_and_compare("stopped", stopped_at)
 
 
 # ---- run.resume=auto falls back to previous.ckpt; SIGINT / SIGTERM save and stop (issue 16, item 7)

@@ -33,9 +33,10 @@ ENGINES.register_lazy("hf", "kimi_rl.rollout.hf_engine:HFEngine")
 
 
 def _fallback_hint(name: str, error: BaseException | None = None) -> str:
-    """Suggest the transformers engine, except where it would fail the same way (length, memory)."""
+    """Suggest the transformers engine, except for a prompt too long for the model, where it fails too
+    (and, without vLLM's paged KV cache, takes far more memory on the way)."""
     text = str(error or "").lower()
-    if name == "hf" or any(w in text for w in ("max_model_len", "context", "too long", "memory", "out of memory")):
+    if name == "hf" or any(w in text for w in ("max_model_len", "context length", "too long")):
         return ""
     return " Set rollout.engine=hf to sample with transformers generate instead."
 
