@@ -25,7 +25,8 @@ def sample_scored(model_dir: str | Path, problems: Sequence[Problem], cfg: Confi
     """``n`` responses per problem from ``model_dir`` with the ``cfg.rollout`` engine, each verified.
 
     Prompts are built as in RL and evaluation (``data.prompt_template``); ``num_tokens`` counts the
-    sampled tokens (eos included), the unit "shortest" and "1.5x longer" compare.
+    sampled tokens (eos included), the unit "shortest" and "1.5x longer" compare. A response cut at
+    ``max_response_tokens`` is wrong, as in RL: its final answer was never written.
     """
     from kimi_rl.modeling import load_tokenizer
     from kimi_rl.prompts import encode_prompts
@@ -44,8 +45,8 @@ def sample_scored(model_dir: str | Path, problems: Sequence[Problem], cfg: Confi
     texts = [[tok.decode(g.token_ids, skip_special_tokens=True) for g in gs] for gs in gens]
     flat_problems = [p for p, ts in zip(problems, texts) for _ in ts]
     scores = iter(VERIFIERS.get(verifier)()([t for ts in texts for t in ts], flat_problems))
-    return [[Sample(response=t, num_tokens=len(g.token_ids), correct=next(scores) > 0.5) for t, g in zip(ts, gs)]
-            for ts, gs in zip(texts, gens)]
+    return [[Sample(response=t, num_tokens=len(g.token_ids), correct=next(scores) > 0.5 and g.finish_reason != "length")
+             for t, g in zip(ts, gs)] for ts, gs in zip(texts, gens)]
 
 
 def write_jsonl(rows: Sequence[dict], path: str | Path) -> Path:

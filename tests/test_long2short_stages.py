@@ -102,8 +102,9 @@ def test_shortest_rejection_data_keeps_shortest_correct_and_counts_skipped(tiny_
     cfg = hf_config(tiny_model_dir, tmp_path)
     problems = [Problem(uid=f"p{i}", question=f"{i}+1=", answer="never" if i < 2 else str(i + 1), difficulty=1)
                 for i in range(4)]
-    samples = sample_scored(tiny_model_dir, problems, cfg, parity_verifier, 4, 1.0, 60)
-    srs = shortest_rejection_data(tiny_model_dir, problems, cfg, parity_verifier, n=4, max_response_tokens=60)
+    # room to end: the untrained model stops with p ~ 1/100 per token, and a cut response is wrong
+    samples = sample_scored(tiny_model_dir, problems, cfg, parity_verifier, 4, 1.0, 400)
+    srs = shortest_rejection_data(tiny_model_dir, problems, cfg, parity_verifier, n=4, max_response_tokens=400)
     # the engine seeds each call from (run seed, call number): a new engine draws the same samples
     for row in srs.rows:
         i = int(row["uid"][1:])
@@ -195,3 +196,25 @@ def test_long2short_builds_four_models_evaluates_five_and_reuses_them(tiny_model
     before = {m: (root / m / "final_model" / "model.safetensors").stat().st_mtime_ns for m in opts.methods}
     run_long2short(cfg, opts)  # unchanged inputs and settings: every model is reused
     assert before == {m: (root / m / "final_model" / "model.safetensors").stat().st_mtime_ns for m in opts.methods}
+
+
+def test_a_response_cut_at_the_budget_is_wrong(tiny_model_dir, tmp_path):
+    """Shortest rejection sampling scores as RL does: a truncated response never wrote its answer, so it is
+    wrong even where the verifier would accept its text (here every text is accepted)."""
+
+    def factory(**_):
+        return lambda responses, problems: [1.0] * len(responses)
+
+    VERIFIERS.register("always_right_l2s_test", factory)
+    try:
+        cfg = hf_config(tiny_model_dir, tmp_path)
+        problems = [Problem(uid=f"p{i}", question=f"{i}+1=", answer=str(i + 1), difficulty=1) for i in range(3)]
+        cut = sample_scored(tiny_model_dir, problems, cfg, "always_right_l2s_test", 4, 1.0, 2)
+        roomy = sample_scored(tiny_model_dir, problems, cfg, "always_right_l2s_test", 4, 1.0, 200)
+    finally:
+        VERIFIERS.unregister("always_right_l2s_test")
+    # every text is accepted, so exactly the responses that ended within the budget are right: a 2-token
+    # budget cuts most of the untrained model's responses (it ends with p ~ 1/100 per token), 200 few
+    assert sum(s.correct for ss in cut for s in ss) < sum(s.correct for ss in roomy for s in ss)
+    assert sum(not s.correct for ss in cut for s in ss) >= 6
+    assert all(s.num_tokens <= 2 for ss in cut for s in ss)

@@ -1,6 +1,9 @@
 """The ``math`` verifier: math-verify equivalence of a response's final answer with the reference (GSM8K or LaTeX).
 
-As the paper's rule-based math reward (0/1 on the final answer); a sample that errors or times out scores 0 and is counted.
+A rule-based 0/1 reward on the final answer; a sample that errors or times out scores 0 and is counted.
+Departs from the paper: k1.5 scored math with a chain-of-thought reward model (98.5% agreement in its
+spot checks, against 84.4% for a classic value-head RM), not a symbolic checker; a rule cannot judge
+free-form answers that a reward model can.
 """
 from __future__ import annotations
 
