@@ -102,7 +102,9 @@ class KimiRLModule(L.LightningModule):
         if has_data:
             metrics.update({f"rollout/{k}": v for k, v in train.stats().items()})
         # logp_old := log pi_theta_i (Eq. 2) from this policy before its first step; collective under FSDP
+        t_ref = time.perf_counter()
         train = self._with_reference_logprobs(train if has_data else None, metrics)
+        metrics["time/ref_logp_s"] = time.perf_counter() - t_ref
         sums: dict[str, float] = {}
         steps = 0
         for update in range(self.algo.updates_per_iteration):
@@ -117,6 +119,8 @@ class KimiRLModule(L.LightningModule):
                 ref_err = out.pop("ref_logp_error_absmax", None)
                 if update == 0 and i == 0 and ref_err is not None:
                     metrics["train/ref_logp_error_absmax"] = ref_err
+                    if not self.algo.recompute_logp_old:  # logp_old is the engine's: this is its error
+                        metrics["train/engine_logp_error_absmax"] = ref_err
                 steps += 1
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -140,9 +144,7 @@ class KimiRLModule(L.LightningModule):
         The engine's sampling-time log-probs of the tokens sampled in this iteration are compared with them
         (``train/engine_logp_error_absmax``/``_mean``): a diagnostic of the engine, not an input of the loss.
         """
-        if not self.algo.recompute_logp_old:
-            if train is not None:
-                metrics["train/engine_logp_error_absmax"] = self._engine_error(train, train.logp_old)
+        if not self.algo.recompute_logp_old:  # the first minibatch's forward measures the engine (_update)
             return train
         chunks: list[torch.Tensor] = []
         if train is not None and len(train):

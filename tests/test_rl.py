@@ -145,3 +145,34 @@ def test_optimizer_choice(name, cls, tiny_model_dir):
         assert opt.param_groups[0]["momentum"] == 0.5
     with pytest.raises(ConfigError, match="algo.optimizer"):
         AlgoConfig(optimizer="lion")
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_logp_old_is_the_policys_own_at_the_iteration_start(tiny_model_dir, recompute):
+    """Eq. 2's reference is pi_theta_i: with ``algo.recompute_logp_old`` the loss's logp_old is the policy's
+    own log-prob of every response token (row by row, whatever the chunking), not the engine's record;
+    off, the engine's record is kept. The engine's error is logged either way on the recompute path."""
+    from kimi_rl.config import AlgoConfig
+    from kimi_rl.modeling import load_model
+    from kimi_rl.module import KimiRLModule, token_logprobs
+    from kimi_rl.rollout.packing import pack_groups
+    from kimi_rl.rollout.types import Group, Trajectory
+    from kimi_rl.tasks.base import Problem
+
+    module = KimiRLModule(load_model(tiny_model_dir), AlgoConfig(minibatch_size=2, recompute_logp_old=recompute))
+    p = Problem(uid="a", question="q", answer="a")
+    rows = [Trajectory(group_id="a@0", problem=p, prompt_ids=[1, 5, 6], response_ids=[7, 8, 9][: 1 + i % 3],
+                       logprobs=[-1.0, -2.0, -3.0][: 1 + i % 3], versions=[0, 0, 0][: 1 + i % 3],
+                       finish_reason="stop", reward=float(i % 2)) for i in range(5)]
+    batch = pack_groups([Group(group_id="a@0", problem=p, trajectories=rows)], 0, 0, True)
+    metrics: dict = {}
+    out = module._with_reference_logprobs(batch, metrics)
+    with torch.no_grad():
+        own = token_logprobs(module.model, batch.input_ids, batch.attention_mask) * batch.loss_mask  # [N, L]
+    if recompute:
+        assert torch.allclose(out.logp_old, own, atol=1e-5) and not torch.allclose(out.logp_old, batch.logp_old)
+        # the engine's "record" here is -1, -2, -3: its error is the largest gap to the policy's own
+        assert metrics["train/engine_logp_error_absmax"] == pytest.approx(
+            float((own - batch.logp_old).abs()[batch.loss_mask].max()), abs=1e-5)
+    else:
+        assert torch.equal(out.logp_old, batch.logp_old) and metrics == {}
