@@ -179,10 +179,28 @@ def evaluate_model(cfg: Config, spec: ModelSpec, problems: list[Problem], verifi
     tok = load_tokenizer(spec.path)
     prompts = encode_prompts(problems, tok, cfg.data)
     max_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
-    with open_engine(cfg.rollout, spec.path, cfg.model, cfg.run.seed, max(map(len, prompts)) + max_tokens) as engine:
+    max_len = fit_context(spec, problems, prompts, max(map(len, prompts)) + max_tokens)
+    with open_engine(cfg.rollout, spec.path, cfg.model, cfg.run.seed, max_len) as engine:
         result = evaluate(engine, tok, problems, prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
                           max_tokens, cfg.rollout.top_p)
     return ModelEval(spec, result, time.perf_counter() - t0, _pop_outcomes(verifier))
+
+
+def fit_context(spec: ModelSpec, problems: list[Problem], prompts: list[list[int]], wanted: int) -> int:
+    """The engine length for ``spec``: ``wanted`` (longest prompt + response budget) cut at the model's context;
+    a prompt that leaves the model no room to answer is a ConfigError naming the problem, so no engine is ever
+    asked for more than its context (responses near the limit get shorter budgets, as in RL)."""
+    from kimi_rl.modeling import model_context
+
+    context = model_context(spec.path)
+    if context is None:
+        return wanted
+    for problem, prompt in zip(problems, prompts):
+        if len(prompt) >= context:
+            raise ConfigError(f"models: {spec.name}={spec.path} takes {context} tokens (max_position_embeddings) but "
+                              f"problem {problem.uid} has a {len(prompt)}-token prompt; leave it out of the data or "
+                              f"use a model with a longer context")
+    return min(wanted, context)
 
 
 def report_dict(cfg: Config, dataset: str, split: str, verifier: str, evals: list[ModelEval]) -> dict:

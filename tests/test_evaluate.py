@@ -239,3 +239,16 @@ def test_data_configs_point_at_real_data(monkeypatch):
         task = load_task(load_config([f"data={group}"]).data, 0)
         assert len(task.heldout) == n, group
     assert isinstance(DataConfig(), DataConfig) and isinstance(Config(), Config)
+
+
+def test_eval_never_asks_an_engine_for_more_than_the_models_context(tiny_model_dir):
+    from kimi_rl.config import ConfigError
+    from kimi_rl.eval_cmd import ModelSpec, fit_context
+    from kimi_rl.tasks.base import Problem
+
+    spec = ModelSpec("tiny", Path(tiny_model_dir))  # max_position_embeddings: 512
+    problems = [Problem(uid="short", question="1+1=", answer="2"), Problem(uid="long", question="x", answer="y")]
+    assert fit_context(spec, problems[:1], [[1] * 10], 10 + 1000) == 512  # budgets shrink, the engine fits
+    assert fit_context(spec, problems[:1], [[1] * 10], 10 + 100) == 110
+    with pytest.raises(ConfigError, match="problem long has a 600-token prompt"):
+        fit_context(spec, problems, [[1] * 10, [1] * 600], 700)
