@@ -1,0 +1,93 @@
+"""Config sections of the data-preparation commands (``kimi-rl make-tests``, ``kimi-rl curate``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from kimi_rl.config_checks import _at_least, _check, _finite
+
+
+@dataclass
+class MakeTestsConfig:
+    """``kimi-rl make-tests`` (k1.5 section 2.3.5): test inputs from each problem's generator, expected
+    outputs by majority vote of its reference submissions run in the sandbox."""
+
+    path: str = "tests/data/generated_problems/problems.jsonl"
+    """Problems with a ``generator`` (Python defining ``generate(rng, index) -> str``) and ``submissions``
+    (reference programs, stdin -> stdout); .jsonl / .json / .parquet."""
+    out: Optional[str] = None
+    """Kept problems with their tests (the format data.path reads); null: ``<stem>.tests<ext>`` beside path."""
+    report: Optional[str] = None
+    """JSON report; null: ``<out stem>.report.json`` beside out."""
+    inputs_per_problem: int = 50
+    """Inputs drawn from each generator (the paper's 50; identical inputs are kept once)."""
+    submissions: int = 10
+    """Reference submissions voting per problem (the first ones of a row; a row with fewer is dropped)."""
+    min_agreeing: int = 7
+    """An input is kept when at least this many submissions print the same output (the expected output)."""
+    min_passing: int = 9
+    """A problem is kept when at least this many submissions pass every kept input."""
+    seed: int = 0
+    """Seed of the generators' random numbers (input i of problem u gets ``random.Random(f"{seed}:{u}:{i}")``)."""
+    backend: str = "auto"
+    """Sandbox backend: auto (bwrap, else rlimit) | bwrap | rlimit."""
+    uid_base: int = 61500
+    """As root, worker i runs programs as uid ``uid_base + i`` (the code reward's workers: 61000 + i); runs at
+    the same time on one machine need different bases (a run sweeps its users' processes after each program)."""
+    workers: int = 0
+    """Sandboxed runs at once (0: one per CPU core)."""
+    time_limit_s: float = 2.0
+    """CPU seconds per submission run (a row's own time_limit_s wins); wall = 2 x this + 1."""
+    memory_mb: int = 512
+    """Address space per submission run (a row's own memory_mb wins)."""
+    generator_time_limit_s: float = 20.0
+    """CPU seconds for one generator run (all of a problem's inputs)."""
+    overwrite: bool = False
+    """Allow ``out`` to be the input file itself."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "make_tests")
+        _at_least(self, "make_tests", 1, "inputs_per_problem", "submissions", "min_agreeing", "min_passing",
+                  "memory_mb")
+        _at_least(self, "make_tests", 0, "seed", "workers")
+        _at_least(self, "make_tests", 1000, "uid_base")
+        _check(2 * self.min_agreeing > self.submissions, "make_tests.min_agreeing",
+               f"{self.min_agreeing} of {self.submissions} is no majority: two outputs could both reach it")
+        for key in ("min_agreeing", "min_passing"):
+            _check(getattr(self, key) <= self.submissions, f"make_tests.{key}",
+                   f"{getattr(self, key)} is more than make_tests.submissions={self.submissions}")
+        for key in ("time_limit_s", "generator_time_limit_s"):
+            _check(getattr(self, key) > 0, f"make_tests.{key}", f"must be > 0, got {getattr(self, key)}")
+        _check(bool(self.path.strip()), "make_tests.path", "must name a problem file")
+
+
+@dataclass
+class CurateConfig:
+    """``kimi-rl curate`` (k1.5 section 2.3.1): drop easy-to-hack problems, those whose answer the model
+    guesses without any chain of thought within ``tries`` samples."""
+
+    out: Optional[str] = None
+    """Curated copy of data.path (same format); null: ``<stem>.curated<ext>`` beside the input."""
+    report: Optional[str] = None
+    """JSON report of what was dropped and why; null: ``<out stem>.report.json``."""
+    model: Optional[str] = None
+    """Model folder that guesses (null: ``model.path``)."""
+    tries: int = 8
+    """N: guesses per problem; one right guess drops the problem (the paper's N = 8)."""
+    max_tokens: int = 24
+    """Response cap of a guess: room for an answer, none for reasoning."""
+    temperature: float = 1.0
+    """Sampling temperature of the guesses."""
+    prompt_template: str = "{question}\n\nGive the final answer only, with no explanation and no working."
+    """Prompt of a guess ({question}: the problem); replaces data.prompt_template."""
+    overwrite: bool = False
+    """Allow ``out`` to be the input file itself (needs ``out`` set to that path explicitly)."""
+    batch_problems: int = 128
+    """Problems sent to the engine per call."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "curate")
+        _at_least(self, "curate", 1, "tries", "max_tokens", "batch_problems")
+        _check(self.temperature >= 0, "curate.temperature", "must be >= 0 (0 = greedy)")
+        _check("{question}" in self.prompt_template, "curate.prompt_template",
+               f"{self.prompt_template!r} has no {{question}}")
