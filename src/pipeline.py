@@ -221,14 +221,15 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     heldout = _cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
     heldout_prompts = encode_prompts(heldout, tok, cfg.data)
     eval_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
-    longest_prompt = max(len(p) for p in heldout_prompts + encode_prompts(task.train, tok, cfg.data))
+    dm = PromptDataModule(task, tok, cfg.data, cfg.run.seed)
+    train_prompts = dm.prompt_ids(task.train)  # tokenized once: the datamodule keeps them for the rollouts
+    longest_prompt = max(len(p) for p in heldout_prompts + train_prompts)
     max_len = longest_prompt + max(cfg.rollout.max_response_tokens, eval_tokens) + 8
     context = model_context(init_dir)  # prepare() dropped or refused prompts that leave no room for a response
     if context is not None:
         max_len = min(max_len, context)
 
     module = KimiRLModule(load_model(init_dir, cfg.model.dtype), cfg.algo)
-    dm = PromptDataModule(task, tok, cfg.data, cfg.run.seed)
     rollout = PartialRollout(cfg.rollout, cfg.algo, cfg.model, init_dir, verifier, cfg.run.seed, max_len)
     heldout_eval = HeldoutEval(rollout, heldout, heldout_prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
                                eval_tokens, cfg.rl.eval_every)
