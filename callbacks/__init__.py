@@ -1,11 +1,9 @@
-"""Lightning callbacks of the k1.5 recipe (``kimi_rl.callbacks``)."""
+"""Lightning callbacks of the k1.5 recipe (``kimi_rl.callbacks``): thin adapters around the rollout worker
+(``kimi_rl.rollout.worker``) and the run's checkpoints; the per-iteration schedule is ``kimi_rl.rl.schedule``."""
 from kimi_rl.callbacks.checkpoint import IterationCheckpoint, SaveHFModel
 from kimi_rl.callbacks.heldout_eval import HeldoutEval
-from kimi_rl.callbacks.length_penalty import LengthPenaltySchedule
-from kimi_rl.callbacks.long2short_phase import Long2ShortPhase
 from kimi_rl.callbacks.partial_rollout import PartialRollout
 from kimi_rl.callbacks.sample_logger import SampleLogger
 from kimi_rl.callbacks.weight_sync import WeightSync
 
-__all__ = ["HeldoutEval", "IterationCheckpoint", "LengthPenaltySchedule", "Long2ShortPhase", "PartialRollout", "SampleLogger", "SaveHFModel",
-           "WeightSync"]
+__all__ = ["HeldoutEval", "IterationCheckpoint", "PartialRollout", "SampleLogger", "SaveHFModel", "WeightSync"]

@@ -1,7 +1,7 @@
-"""HeldoutEval: held-out accuracy with the rollout engine before RL, every N iterations (from Lightning's
-validation loop: ``trainer_kwargs``), and after.
+"""HeldoutEval: held-out accuracy with the rollout worker's engine and verifier before RL, every N iterations
+(in Lightning's validation loop: ``trainer_kwargs``; the module's ``validation_step`` does nothing), and after.
 
-Each rank evaluates its share of the problems; counts are summed across ranks.
+Each rank evaluates its share of the problems; counts are summed across ranks (``strategy.reduce``).
 """
 from __future__ import annotations
 
@@ -12,28 +12,23 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from kimi_rl.evaluate import EvalResult, LevelStats
+from kimi_rl.rollout.worker import RolloutWorker
 
 
 class HeldoutEval(Callback):
-    def __init__(self, rollout_cb, problems, prompts: list[list[int]], verifier, samples: int,
+    def __init__(self, worker: RolloutWorker, problems, prompts: list[list[int]], samples: int,
                  temperature: float, max_tokens: int, every: int = 0) -> None:
         if samples < 1 or max_tokens < 1 or every < 0:
             raise ValueError("HeldoutEval: samples and max_tokens must be >= 1, every >= 0")
-        self.rollout_cb, self.problems, self.prompts, self.verifier = rollout_cb, problems, prompts, verifier
+        self.worker, self.problems, self.prompts = worker, problems, prompts
         self.samples, self.temperature, self.max_tokens, self.every = samples, temperature, max_tokens, every
         self.results: dict[str, EvalResult] = {}
 
     def run(self, trainer: L.Trainer) -> EvalResult:
-        from kimi_rl.evaluate import evaluate
-
         rank, world = trainer.global_rank, trainer.world_size
         mine = list(range(rank, len(self.problems), world))
-        engine = self.rollout_cb.engine
-        engine.wake_up()
-        local = evaluate(engine, self.rollout_cb.tokenizer, [self.problems[i] for i in mine],
-                         [self.prompts[i] for i in mine], self.verifier, self.samples, self.temperature,
-                         self.max_tokens)
-        # no sleep here: a rollout follows before any training (PartialRollout sleeps the engine after it)
+        local = self.worker.evaluate([self.problems[i] for i in mine], [self.prompts[i] for i in mine],
+                                     self.samples, self.temperature, self.max_tokens)
         return self._reduce(local, trainer)
 
     def _reduce(self, local: EvalResult, trainer: L.Trainer) -> EvalResult:
@@ -68,8 +63,10 @@ class HeldoutEval(Callback):
             self.results["before"] = self.run(trainer)
             self._log(trainer, self.results["before"], pl_module.iteration)
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        pl_module.heldout_evaluator = self.validate  # called by the module's validation_step
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Lightning's validation loop runs one batch every ``rl.eval_every`` iterations: evaluate then."""
+        self.validate(trainer, pl_module)
 
     def validate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EvalResult:
         """One evaluation from Lightning's validation loop, logged at the completed iteration count."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from kimi_rl.metrics import quantile
+
 
 @dataclass(frozen=True)
 class TokenBias:
@@ -140,23 +142,18 @@ def run_interleaved(loops: Sequence[RolloutLoop], engine, target_tokens: int) ->
         min(behind, key=lambda loop: loop.new_tokens).step(engine)
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    return float(s[min(len(s) - 1, int(q * len(s)))]) if s else 0.0
-
-
 def format_results(full: RolloutLoop, partial: RolloutLoop) -> str:
     rows = [
         ("iterations", lambda r: f"{len(r.iteration_s)}"),
         ("iteration s, mean", lambda r: f"{statistics.mean(r.iteration_s):.3f}"),
-        ("iteration s, p50", lambda r: f"{_quantile(r.iteration_s, 0.5):.3f}"),
+        ("iteration s, p50", lambda r: f"{quantile(r.iteration_s, 0.5):.3f}"),
         ("iteration s, max", lambda r: f"{max(r.iteration_s):.3f}"),
         ("total s", lambda r: f"{r.total_s:.2f}"),
         ("generated tokens", lambda r: f"{r.new_tokens}"),
         ("tokens/s", lambda r: f"{r.tokens_per_s:.0f}"),
         ("released trajectories", lambda r: f"{len(r.trajectories)}"),
         ("released length p50/p90/max", lambda r: "/".join(
-            f"{_quantile([len(t.response_ids) for t in r.trajectories], q):.0f}" for q in (0.5, 0.9, 1.0))),
+            f"{quantile([len(t.response_ids) for t in r.trajectories], q):.0f}" for q in (0.5, 0.9, 1.0))),
         ("segments per trajectory", lambda r: f"{statistics.mean(t.segments for t in r.trajectories):.2f}"),
     ]
     lines = [f"{'':30}{full.name:>18}{partial.name:>18}"]

@@ -128,12 +128,11 @@ def cmd_long2short(overrides: list[str]) -> int:
     from kimi_rl.config_loader import load_config
     from kimi_rl.evaluate import format_table
     from kimi_rl.long2short_report import format_rows
-    from kimi_rl.long2short_stages import run_long2short, split_overrides
+    from kimi_rl.long2short_stages import run_long2short
     from kimi_rl.pipeline import log
 
-    rest, opts = split_overrides(overrides)
-    cfg = load_config(rest)
-    report = run_long2short(cfg, opts)
+    cfg = load_config(overrides)
+    report = run_long2short(cfg, cfg.long2short)
     log(f"held-out pass@1 over {cfg.eval.samples} samples at T={cfg.eval.temperature}:\n" + format_rows(report.rows))
     log("per level:\n" + format_table(report.results))
     log(f"table: {report.table_path}\nplot: {report.plot_path}")

@@ -11,7 +11,7 @@ from typing import Optional
 from kimi_rl.config_checks import (RESERVED_RUN_NAMES, ConfigError, _at_least, _check, _finite,  # noqa: F401
                                    _one_of, check_run_name)
 from kimi_rl.config_data import CurriculumStage, DataConfig, _check_template  # noqa: F401
-from kimi_rl.config_tools import CurateConfig, MakeTestsConfig  # noqa: F401
+from kimi_rl.config_tools import CurateConfig, DifficultyConfig, Long2ShortConfig, MakeTestsConfig  # noqa: F401
 
 
 @dataclass
@@ -165,7 +165,11 @@ class AlgoConfig:
         _check(self.updates_per_iteration >= 1, "algo.updates_per_iteration", "must be >= 1")
         _check(self.minibatch_size >= 1, "algo.minibatch_size", "must be >= 1")
         _one_of(self.minibatch_by, "algo.minibatch_by", ("group", "length"))
-        _one_of(self.optimizer, "algo.optimizer", ("adamw", "sgd"))
+        from kimi_rl.losses import LOSSES  # the registries are the only lists of names (imported late: they
+        from kimi_rl.optim import OPTIMIZERS  # import this module)
+
+        _one_of(self.loss, "algo.loss", tuple(LOSSES.names()))
+        _one_of(self.optimizer, "algo.optimizer", tuple(OPTIMIZERS.names()))
         _check(0.0 <= self.momentum < 1.0, "algo.momentum", "must be in [0, 1)")
         _check(self.len_warmup_iterations >= 0, "algo.len_warmup_iterations", "must be >= 0")
         _check(self.len_reward_weight >= 0, "algo.len_reward_weight", "must be >= 0")
@@ -220,7 +224,9 @@ class RolloutConfig:
 
     def __post_init__(self) -> None:
         _finite(self, "rollout")
-        _one_of(self.engine, "rollout.engine", ("vllm", "hf"))
+        from kimi_rl.rollout import ENGINES  # the registry is the only list of names
+
+        _one_of(self.engine, "rollout.engine", tuple(ENGINES.names()))
         _one_of(self.weight_sync, "rollout.weight_sync", ("inplace", "rebuild"))
         _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
         _check(self.prompts_per_iteration >= 1, "rollout.prompts_per_iteration", "must be >= 1")
@@ -346,6 +352,8 @@ class Config:
     phase: PhaseConfig = field(default_factory=PhaseConfig)
     make_tests: MakeTestsConfig = field(default_factory=MakeTestsConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
+    difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
+    long2short: Long2ShortConfig = field(default_factory=Long2ShortConfig)
 
     def __post_init__(self) -> None:
         """Checks across sections (each section checked its own keys)."""

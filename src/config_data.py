@@ -84,10 +84,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _finite(self, "data")
-        _one_of(self.source, "data.source",
-                ("arithmetic", "file", "reasoning_gym", "math500", "aime2024", "aime2025", "humaneval"))
-        _one_of(self.sampler, "data.sampler",
-                ("uniform", "curriculum", "prioritized", "curriculum_prioritized"))
+        from kimi_rl.sampling import SAMPLERS  # the registries are the only lists of names (imported late:
+        from kimi_rl.tasks import SOURCES  # both modules import this one)
+
+        _one_of(self.source, "data.source", tuple(SOURCES.names()))
+        _one_of(self.sampler, "data.sampler", tuple(SAMPLERS.names()))
         _check(0 <= self.priority_floor <= 1, "data.priority_floor", "must be in [0, 1]")
         _check(0 <= self.priority_prior <= 1, "data.priority_prior", "must be in [0, 1]")
         _check(0 <= self.success_rate_momentum < 1, "data.success_rate_momentum", "must be in [0, 1)")

@@ -1,10 +1,8 @@
 """The RL LightningDataModule: serves prompts drawn by the configured sampler (paper 2.3.4).
 
-Batches are only tickets (the iteration number); prompts are drawn when the iteration
-starts, after the previous iteration's success rates are in, so resume is exact. Why not real
-batches: Lightning's fit loop fetches the next batch before the current training step runs, so
-rollouts made in a DataLoader would be sampled by the policy of the previous iteration (one
-update stale) and from sampler weights that miss this iteration's success rates.
+Batches are only tickets (``kimi_rl.rl.iteration.Iteration``, empty); prompts are drawn when the
+iteration starts, after the previous iteration's success rates are in, so resume is exact (the
+reason is in ``kimi_rl.rl.iteration``).
 """
 from __future__ import annotations
 
@@ -16,18 +14,19 @@ from torch.utils.data import DataLoader, IterableDataset
 from kimi_rl.config import DataConfig
 from kimi_rl.distributed import gather_rank_states, pick_rank_state
 from kimi_rl.prompts import encode_prompts
+from kimi_rl.rl.iteration import Iteration
 from kimi_rl.sampling import SAMPLERS, merge_success_across_ranks
 from kimi_rl.tasks import TaskData
 from kimi_rl.tasks.base import Problem
 
 
 class Tickets(IterableDataset):
-    """An endless stream of ``{"ticket": i}``; the RL module counts iterations itself."""
+    """An endless stream of empty ``Iteration`` objects; the RL module counts iterations itself."""
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Iteration]:
         i = 0
         while True:
-            yield {"ticket": i}
+            yield Iteration(ticket=i)
             i += 1
 
 

@@ -5,52 +5,18 @@ Departs from the paper: levels are fixed equal-width bins of the failure rate ov
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from kimi_rl.config import Config, ConfigError
+from kimi_rl.config_tools import DifficultyConfig  # noqa: F401  (its section of the config)
 from kimi_rl.tasks.base import Problem
 
 _SKIP_HINT = " (set data.skip_bad_rows to skip such rows)"
-
-
-@dataclass
-class DifficultyConfig:
-    """Settings of ``kimi-rl difficulty`` (given as ``difficulty.KEY=VALUE``); the data, prompt, verifier,
-    engine, temperature (``eval.temperature``) and response cap come from the main config."""
-
-    out: Optional[str] = None
-    """Output file (same format as ``data.path``); null: ``<input stem>.difficulty<ext>`` next to the input."""
-    samples: int = 8
-    """n: responses sampled per problem; the pass rate is correct / n."""
-    levels: int = 3
-    """L: difficulty levels 1 (easy, always solved) .. L (hard, never solved)."""
-    model: Optional[str] = None
-    """Model folder that samples (null: ``model.path``)."""
-    overwrite: bool = False
-    """Allow ``out`` to be the input file itself (needs ``out`` set to that path explicitly)."""
-    pass_rate_field: str = "pass_rate"
-    """Column that receives the pass rate (the level goes to ``data.difficulty_field``)."""
-    batch_problems: int = 128
-    """Problems sent to the engine per call (progress is reported per call)."""
-
-    def __post_init__(self) -> None:
-        for key in ("samples", "levels", "batch_problems"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"difficulty.{key}: must be >= 1, got {getattr(self, key)}")
-        if not self.pass_rate_field.strip():
-            raise ConfigError("difficulty.pass_rate_field: must be a non-empty field name")
-
-
-class DifficultyWords(NamedTuple):
-    overrides: list[str]
-    """Config overrides for ``load_config``."""
-    options: DifficultyConfig
 
 
 class SampleCount(NamedTuple):
@@ -78,28 +44,6 @@ class DifficultyReport:
     rows: int
     samples: int
     summary: LevelSummary
-
-
-def split_difficulty_words(words: Sequence[str]) -> DifficultyWords:
-    """CLI words: ``difficulty.KEY=VALUE`` into a checked DifficultyConfig, the rest for ``load_config``."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    mine = [w[len("difficulty."):] for w in words if w.startswith("difficulty.")]
-    rest = [w for w in words if not w.startswith("difficulty.")]
-    keys = [f.name for f in dataclasses.fields(DifficultyConfig)]
-    unknown = [w.partition("=")[0] for w in mine if w.partition("=")[0] not in keys]
-    if unknown:
-        raise ConfigError(f"difficulty.{unknown[0]}: unknown key; valid keys: "
-                          + ", ".join(f"difficulty.{k}" for k in keys))
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(DifficultyConfig), OmegaConf.from_dotlist(mine))
-        return DifficultyWords(rest, OmegaConf.to_object(merged))
-    except OmegaConfBaseException as e:
-        if isinstance(e.__cause__, ConfigError):
-            raise e.__cause__ from None
-        key = getattr(e, "full_key", None) or "difficulty"
-        raise ConfigError(f"difficulty.{key}: {str(getattr(e, 'msg', e)).splitlines()[0]}") from None
 
 
 def difficulty_level(pass_rate: float, levels: int) -> int:
@@ -247,16 +191,14 @@ def count_correct(engine, tokenizer, problems: Sequence[Problem], prompts: list[
                   batch_problems: int = 128, progress: Callable[[int], Any] | None = None) -> list[SampleCount]:
     """``samples`` responses per problem, ``batch_problems`` prompts per engine call, each verified as in
     ``kimi_rl.evaluate.evaluate`` (correct: score > 0.5); ``progress(k)`` after each call of k problems."""
+    from kimi_rl.rewards.scoring import sample_and_score
+
     counts: list[SampleCount] = []
     for start in range(0, len(problems), batch_problems):
         batch = problems[start : start + batch_problems]
-        gens = engine.generate(prompts[start : start + batch_problems], max_tokens, samples, temperature, top_p)
-        texts = [[tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gs] for gs in gens]
-        scores = verifier([t for ts in texts for t in ts], [p for p, ts in zip(batch, texts) for _ in ts])
-        pos = 0
-        for ts in texts:
-            counts.append(SampleCount(correct=sum(s > 0.5 for s in scores[pos : pos + len(ts)]), samples=len(ts)))
-            pos += len(ts)
+        for s in sample_and_score(engine, tokenizer, batch, prompts[start : start + batch_problems], verifier,
+                                  samples, temperature, max_tokens, top_p):
+            counts.append(SampleCount(correct=sum(s.correct()), samples=len(s.texts)))
         if progress is not None:
             progress(len(batch))
     return counts
@@ -338,8 +280,8 @@ def run_difficulty(words: Sequence[str]) -> int:
     from kimi_rl.config_loader import load_config
     from kimi_rl.pipeline import log
 
-    overrides, opts = split_difficulty_words(words)
-    cfg = load_config(overrides)
+    cfg = load_config(list(words))
+    opts = cfg.difficulty
     inputs = check_inputs(cfg, opts)
     log(f"difficulty of {inputs.src} with {inputs.model_dir}: {opts.samples} samples per problem at "
         f"T={cfg.eval.temperature}, {opts.levels} levels, engine {cfg.rollout.engine}")

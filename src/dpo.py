@@ -17,9 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from kimi_rl.config import Config, DataConfig
-from kimi_rl.long2short import Sample, dpo_loss, dpo_rows, sequence_logps
+from kimi_rl.long2short import dpo_loss, sequence_logps
 from kimi_rl.sft import collate
-from kimi_rl.tasks.base import Problem
 
 
 @dataclass(frozen=True)
@@ -123,30 +122,6 @@ class DPOModule(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-
-
-@dataclass
-class DPOData:
-    rows: list[dict]
-    """DPO rows ``{"uid", "question", "chosen", "rejected"}``."""
-    skipped_no_pairs: int
-    """Problems that gave no pair (no correct sample, or no sample long enough to reject)."""
-    samples: list[list[Sample]]
-    """The scored samples, per problem."""
-
-
-def build_dpo_data(model_dir: str | Path, problems: Sequence[Problem], cfg: Config, verifier: str, n: int = 8,
-                   ratio: float = 1.5, temperature: float = 1.0,
-                   max_response_tokens: int | None = None) -> DPOData:
-    """Sample ``n`` responses per problem from ``model_dir`` (``cfg.rollout`` engine), verify them and
-    build pairs with ``dpo_pairs``: chosen = shortest correct; rejected = wrong and longer, or correct
-    and at least ``ratio`` times longer. ``max_response_tokens``: null means ``rollout.max_response_tokens``."""
-    from kimi_rl.long2short_data import sample_scored
-
-    samples = sample_scored(model_dir, problems, cfg, verifier, n, temperature,
-                            max_response_tokens or cfg.rollout.max_response_tokens)
-    res = dpo_rows(problems, samples, ratio)
-    return DPOData(rows=res.rows, skipped_no_pairs=res.skipped_no_pairs, samples=samples)
 
 
 def run_dpo(init_dir: str | Path, rows: Sequence[dict], out_dir: str | Path, cfg: Config, log_root: str | Path,

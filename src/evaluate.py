@@ -162,18 +162,12 @@ def score_problems(problems: Sequence[Problem], lengths: list[list[int]], correc
 def evaluate(engine, tokenizer, problems: Sequence[Problem], prompts: list[list[int]], verifier,
              samples: int, temperature: float, max_tokens: int, top_p: float = 1.0) -> EvalResult:
     """Sample ``samples`` responses per problem with ``engine`` and verify them (on the caller's thread)."""
-    gens = engine.generate(prompts, max_tokens, samples, temperature, top_p)
-    texts = [[tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gs] for gs in gens]
-    flat_resp = [t for ts in texts for t in ts]
-    flat_prob = [p for p, ts in zip(problems, texts) for _ in ts]
-    flat_score = verifier(flat_resp, flat_prob)
-    correct, pos = [], 0
-    for ts in texts:
-        correct.append([float(s > 0.5) for s in flat_score[pos : pos + len(ts)]])
-        pos += len(ts)
-    lengths = [[len(g.token_ids) for g in gs] for gs in gens]
-    answers = [vote_keys(ts, cs, p.answer) for ts, cs, p in zip(texts, correct, problems)]
-    return score_problems(problems, lengths, correct, samples, answers)
+    from kimi_rl.rewards.scoring import sample_and_score
+
+    scored = sample_and_score(engine, tokenizer, problems, prompts, verifier, samples, temperature, max_tokens, top_p)
+    correct = [[float(c) for c in s.correct()] for s in scored]
+    answers = [vote_keys(s.texts, cs, s.problem.answer) for s, cs in zip(scored, correct)]
+    return score_problems(problems, [s.lengths for s in scored], correct, samples, answers)
 
 
 def format_table(results: dict[str, EvalResult]) -> str:

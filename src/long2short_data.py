@@ -31,6 +31,7 @@ def sample_scored(model_dir: str | Path, problems: Sequence[Problem], cfg: Confi
     from kimi_rl.modeling import load_tokenizer
     from kimi_rl.prompts import encode_prompts
     from kimi_rl.rewards import VERIFIERS
+    from kimi_rl.rewards.scoring import sample_and_score
     from kimi_rl.rollout import open_engine
 
     if n < 1 or max_response_tokens < 1:
@@ -41,12 +42,10 @@ def sample_scored(model_dir: str | Path, problems: Sequence[Problem], cfg: Confi
     prompts = encode_prompts(problems, tok, cfg.data)
     max_len = max(len(p) for p in prompts) + max_response_tokens + 8
     with open_engine(cfg.rollout, Path(model_dir), cfg.model, cfg.run.seed, max_len) as engine:
-        gens = engine.generate(prompts, max_response_tokens, n, temperature, cfg.rollout.top_p)
-    texts = [[tok.decode(g.token_ids, skip_special_tokens=True) for g in gs] for gs in gens]
-    flat_problems = [p for p, ts in zip(problems, texts) for _ in ts]
-    scores = iter(VERIFIERS.get(verifier)()([t for ts in texts for t in ts], flat_problems))
-    return [[Sample(response=t, num_tokens=len(g.token_ids), correct=next(scores) > 0.5 and g.finish_reason != "length")
-             for t, g in zip(ts, gs)] for ts, gs in zip(texts, gens)]
+        scored = sample_and_score(engine, tok, problems, prompts, VERIFIERS.get(verifier)(), n, temperature,
+                                  max_response_tokens, cfg.rollout.top_p)
+    return [[Sample(response=t, num_tokens=n_tok, correct=ok)
+             for t, n_tok, ok in zip(s.texts, s.lengths, s.correct(cut_is_wrong=True))] for s in scored]
 
 
 def write_jsonl(rows: Sequence[dict], path: str | Path) -> Path:
@@ -57,23 +56,6 @@ def write_jsonl(rows: Sequence[dict], path: str | Path) -> Path:
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)
     return path
-
-
-def read_jsonl(path: str | Path, keys: Sequence[str]) -> list[dict]:
-    """Rows of a JSONL file; raises ValueError naming the file and line of a bad row or missing key."""
-    rows = []
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-        missing = [k for k in keys if not isinstance(row, dict) or not isinstance(row.get(k), str)]
-        if missing:
-            raise ValueError(f"{path}:{line_no}: row has no text field {missing[0]!r} (needs {', '.join(keys)})")
-        rows.append(row)
-    return rows
 
 
 def response_examples(rows: Sequence[dict], tokenizer, data: DataConfig) -> list[tuple[list[int], list[int]]]:

@@ -10,97 +10,16 @@ import dataclasses
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from kimi_rl.config import Config, ConfigError, SFTConfig
-from kimi_rl.long2short import Sample, SRSResult, dpo_rows, merge_models, shortest_rejection_sampling
+from kimi_rl.config_tools import Long2ShortConfig
+from kimi_rl.long2short import Sample, dpo_rows, merge_models, shortest_rejection_sampling
 from kimi_rl.runs import DONE, RunPaths, config_hash, is_done, mark_done
 from kimi_rl.tasks import TaskData
 from kimi_rl.tasks.base import Problem
-
-METHODS = ("merge", "merge_srs", "dpo", "rl")
-
-
-@dataclass
-class Long2ShortConfig:
-    """Settings of ``kimi-rl long2short`` (given as ``long2short.KEY=VALUE``); long2short RL takes its
-    response cap and length weight from ``phase.*``. Defaults take a few minutes for the tiny model."""
-
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Short models to build: merge | merge_srs | dpo | rl."""
-    merge_weight: float = 0.5
-    """Model merging: weight of the long-CoT model (the paper averages: 0.5)."""
-    problems: int = 32
-    """Training problems sampled for shortest rejection sampling and DPO."""
-    samples_per_problem: int = 8
-    """n responses per problem from the long-CoT model (paper: 8)."""
-    temperature: float = 1.0
-    """Sampling temperature of those responses."""
-    sft_steps: int = 30
-    """merge_srs: SFT steps on the shortest correct responses."""
-    sft_lr: float = 2e-5
-    """merge_srs: peak SFT learning rate (warm-up, cosine decay)."""
-    sft_tokens_per_step: int = 4096
-    """merge_srs: token budget of one SFT batch."""
-    dpo_ratio: float = 1.5
-    """DPO: a correct response at least this many times longer than the chosen one is rejected."""
-    dpo_beta: float = 0.1
-    """DPO: beta of the loss."""
-    dpo_lr: float = 2e-6
-    """DPO: AdamW learning rate."""
-    dpo_steps: int = 20
-    """DPO: optimizer steps."""
-    dpo_pairs_per_step: int = 8
-    """DPO: preference pairs per step."""
-    rl_iterations: int = 8
-    """Long2short RL: iterations from the long-CoT model."""
-    rl_prompts_per_iteration: int = 8
-    """Long2short RL: prompts per iteration (``rollout.samples_per_prompt`` samples each)."""
-    eval_max_problems_per_level: Optional[int] = 25
-    """The comparison of all models: held-out problems per level (null: ``eval.max_problems_per_level``)."""
-
-    def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise ConfigError(f"long2short.methods: {bad or '[]'} is not a list of {', '.join(METHODS)}")
-        if not 0.0 <= self.merge_weight <= 1.0:
-            raise ConfigError(f"long2short.merge_weight: must be in [0, 1], got {self.merge_weight}")
-        for key in ("problems", "samples_per_problem", "sft_steps", "dpo_steps", "dpo_pairs_per_step",
-                    "rl_iterations", "rl_prompts_per_iteration"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"long2short.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.dpo_ratio <= 1.0:
-            raise ConfigError(f"long2short.dpo_ratio: must be > 1, got {self.dpo_ratio}")
-        if self.eval_max_problems_per_level is not None and self.eval_max_problems_per_level < 1:
-            raise ConfigError(f"long2short.eval_max_problems_per_level: must be >= 1 or null, "
-                              f"got {self.eval_max_problems_per_level}")
-        if self.sft_tokens_per_step < 64:
-            raise ConfigError(f"long2short.sft_tokens_per_step: must be >= 64, got {self.sft_tokens_per_step}")
-
-
-def split_overrides(overrides: Sequence[str]) -> tuple[list[str], Long2ShortConfig]:
-    """CLI words: ``long2short.KEY=VALUE`` into a checked Long2ShortConfig, the rest for ``load_config``."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    mine = [o[len("long2short."):] for o in overrides if o.startswith("long2short.")]
-    rest = [o for o in overrides if not o.startswith("long2short.")]
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(Long2ShortConfig), OmegaConf.from_dotlist(mine))
-        return rest, OmegaConf.to_object(merged)
-    except ConfigError:
-        raise
-    except OmegaConfBaseException as e:
-        if isinstance(e.__cause__, ConfigError):
-            raise e.__cause__ from None
-        key = getattr(e, "full_key", None)
-        if key and key in {f.name for f in dataclasses.fields(Long2ShortConfig)}:
-            raise ConfigError(f"long2short.{key}: {str(e.msg).splitlines()[0]}") from None
-        keys = ", ".join(f"long2short.{f.name}" for f in dataclasses.fields(Long2ShortConfig))
-        raise ConfigError(f"long2short: {str(e).splitlines()[0]}; valid keys: {keys}") from None
-
 
 # ---------------------------------------------------------------- shortest rejection sampling + SFT
 
@@ -108,18 +27,6 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], Long2ShortConf
 def pick_problems(problems: Sequence[Problem], k: int, seed: int) -> list[Problem]:
     """``k`` problems drawn without replacement (all of them when there are fewer), in a seeded order."""
     return random.Random(f"long2short-{seed}").sample(list(problems), min(k, len(problems)))
-
-
-def shortest_rejection_data(model_dir: str | Path, problems: Sequence[Problem], cfg: Config, verifier: str,
-                            n: int = 8, temperature: float = 1.0,
-                            max_response_tokens: Optional[int] = None) -> SRSResult:
-    """Sample ``n`` responses per problem from ``model_dir`` and keep each problem's shortest correct one;
-    problems without a correct sample are skipped and counted."""
-    from kimi_rl.long2short_data import sample_scored
-
-    samples = sample_scored(model_dir, problems, cfg, verifier, n, temperature,
-                            max_response_tokens or cfg.rollout.max_response_tokens)
-    return shortest_rejection_sampling(problems, samples)
 
 
 def run_rows_sft(init_dir: str | Path, rows: Sequence[dict], out_dir: str | Path, cfg: Config,
@@ -269,7 +176,7 @@ def build_dpo(run: Long2ShortRun) -> Path:
 def long2short_rl_config(cfg: Config, opts: Long2ShortConfig) -> Config:
     """The config of (d): RL from the long model with the length reward on from the first iteration at
     ``phase.long2short_len_reward_weight`` and responses capped at ``phase.long2short_max_response_tokens``."""
-    from kimi_rl.callbacks.long2short_phase import shortened
+    from kimi_rl.rl.schedule import shortened
 
     return dataclasses.replace(
         cfg,

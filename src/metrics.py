@@ -121,6 +121,20 @@ class MeanTokens(Metric):
         return (self.tokens / self.responses.clamp(min=1)).float()
 
 
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile of ``values`` with linear interpolation (``torch.quantile``), 0.0 when empty: the one
+    percentile definition of the project (logged response lengths, evaluation's p95, benchmarks).
+
+    >>> quantile([1, 2, 3, 4], 0.5), quantile([10], 0.95), quantile([], 0.95)
+    (2.5, 10.0, 0.0)
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile: q must be in [0, 1], got {q}")
+    if len(values) == 0:
+        return 0.0
+    return float(torch.quantile(torch.as_tensor(values, dtype=torch.float64).flatten(), q))
+
+
 class TokenPercentile(Metric):
     """The ``q``-quantile (default 0.95: p95) of response lengths, linear interpolation; 0 when empty."""
 

@@ -191,15 +191,6 @@ def load_model(path: str | Path, dtype: str = "float32"):
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype])
 
 
-def save_model(model, tokenizer, folder: Path) -> Path:
-    """Save ``model`` (full weights, incl. lm_head) and ``tokenizer`` as a HF folder."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
-
-
 def eos_ids(tokenizer, model_config=None) -> list[int]:
     """All token ids that end a response (tokenizer eos and the model's eos list)."""
     ids = {tokenizer.eos_token_id}

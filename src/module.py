@@ -1,8 +1,9 @@
-"""The RL LightningModule: k1.5 policy optimization on rollouts prepared by callbacks.
+"""The RL LightningModule: k1.5 policy optimization on the rollouts of one ``Iteration``.
 
-It holds the policy and orchestrates the update; the math lives in ``losses``, the
-rollouts in ``callbacks.PartialRollout``. Manual optimization: an iteration may take
-several optimizer steps, and the optimizer state is reset at its start (paper 2.3.2).
+It holds the policy, owns the iteration count and runs the update; the math lives in ``losses``,
+the rollouts come from ``RolloutWorker.collect`` through the ``PartialRollout`` callback (see
+``kimi_rl.rl.iteration`` for the order of one iteration). Manual optimization: an iteration may
+take several optimizer steps, and the optimizer state is reset at its start (paper 2.3.2).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from kimi_rl.config import AlgoConfig, ConfigError
 from kimi_rl.distributed import (data_parallel_mesh, gather_rank_states, is_distributed, max_across_ranks,
                                  pick_rank_state, shard_model)
 from kimi_rl.losses import LOSSES, informative_rows
+from kimi_rl.optim import OPTIMIZERS
+from kimi_rl.rl.iteration import Iteration
 from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches
 
 
@@ -52,18 +55,14 @@ class KimiRLModule(L.LightningModule):
         self.iteration = 0
         """RL iterations completed. During an iteration (batch start, training step) it is that
         iteration's index, i.e. the policy version of the rollouts sampled now; the training step
-        increments it, so ``on_train_batch_end`` hooks see the completed count."""
-        self.len_reward_weight = 0.0
-        """Set each iteration by the LengthPenaltySchedule callback."""
+        increments it, so ``on_train_batch_end`` hooks see the completed count. The one owner of the
+        number: the schedule and the sampler are functions of it, the checkpoint saves it."""
         self.skipped_steps = 0
         """Optimizer steps skipped for a non-finite loss or gradient."""
         self.last_metrics: dict[str, float] = {}
 
     def configure_optimizers(self):
-        if self.algo.optimizer == "sgd":
-            return torch.optim.SGD(self.model.parameters(), lr=self.algo.lr, momentum=self.algo.momentum,
-                                   weight_decay=self.algo.weight_decay)
-        return torch.optim.AdamW(self.model.parameters(), lr=self.algo.lr, weight_decay=self.algo.weight_decay)
+        return OPTIMIZERS.get(self.algo.optimizer)(self.model.parameters(), self.algo)
 
     def _reset_optimizer_state(self) -> None:
         opt = self.optimizers().optimizer
@@ -76,20 +75,17 @@ class KimiRLModule(L.LightningModule):
             self._sharded = True
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Lightning's validation loop (every ``rl.eval_every`` iterations): the held-out evaluation that
-        ``HeldoutEval`` installed as ``heldout_evaluator`` (rollout engine, counts summed over ranks)."""
-        evaluator = getattr(self, "heldout_evaluator", None)
-        if evaluator is not None:
-            evaluator(self.trainer, self)
+        """Nothing: Lightning's validation loop (every ``rl.eval_every`` iterations) only gives the
+        ``HeldoutEval`` callback its moment (it evaluates with the rollout engine)."""
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """One k1.5 iteration's update; afterwards ``iteration`` counts it as completed."""
-        self._update(batch)
+    def training_step(self, batch: Iteration, batch_idx: int) -> None:
+        """One k1.5 iteration's update on ``batch.rollouts``; afterwards ``iteration`` counts it as completed."""
+        if batch.index is not None and batch.index != self.iteration:
+            raise RuntimeError(f"the rollouts are of iteration {batch.index} but the policy is at {self.iteration}")
+        self._update(batch.rollouts.batch if batch.rollouts is not None else None, batch.metrics)
         self.iteration += 1
 
-    def _update(self, batch: dict[str, Any]) -> None:
-        rollout: RolloutBatch | None = batch.get("rollout")
-        metrics: dict[str, float] = batch.setdefault("metrics", {})
+    def _update(self, rollout: RolloutBatch | None, metrics: dict[str, float]) -> None:
         t0 = time.perf_counter()
         if self.algo.reset_optimizer:
             self._reset_optimizer_state()
@@ -220,10 +216,9 @@ class KimiRLModule(L.LightningModule):
         stats.update({f"loss_{k}": float(v) for k, v in out.terms.items()})
         return stats
 
-    def on_train_batch_end(self, outputs, batch: dict[str, Any], batch_idx: int) -> None:
-        metrics = batch.get("metrics", {})
-        metrics["algo/len_reward_weight"] = float(self.len_reward_weight)
-        self.last_metrics = reduce_metrics(metrics, self.trainer.strategy)
+    def on_train_batch_end(self, outputs, batch: Iteration, batch_idx: int) -> None:
+        """Log the iteration's metrics (every stage's; mean over ranks) at its number."""
+        self.last_metrics = reduce_metrics(batch.metrics, self.trainer.strategy)
         if self.trainer.is_global_zero and self.logger is not None:
             self.logger.log_metrics(self.last_metrics, step=self.iteration - 1)  # the iteration just done
         shown = {k.split("/")[-1]: v for k, v in self.last_metrics.items()

@@ -33,12 +33,6 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
     if cfg.sft.enabled and cfg.data.source != "arithmetic":
         raise ConfigError(f"sft.enabled: the long-CoT warm-up writes traces for the built-in arithmetic task only; "
                           f"set sft.enabled=false for data.source={cfg.data.source}")
-    from kimi_rl.losses import LOSSES
-
-    try:  # an unknown name fails here, listing the valid ones, not after the warm-up
-        LOSSES.get(cfg.algo.loss)
-    except KeyError as e:
-        raise ConfigError(f"algo.loss: {e.args[0]}") from None
     if cfg.rl.enabled:
         resume_path(cfg, paths)  # a bad checkpoint fails now, not after the warm-up (run_rl resolves it again)
     task = load_task(cfg.data, cfg.run.seed, prompt_limit(cfg))
@@ -206,12 +200,14 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     """k1.5 RL from the HF folder ``init_dir``; returns (final model folder, HeldoutEval results)."""
     import lightning as L
 
-    from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, LengthPenaltySchedule, Long2ShortPhase,
-                                   PartialRollout, SampleLogger, SaveHFModel, WeightSync)
+    from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, PartialRollout, SampleLogger, SaveHFModel,
+                                   WeightSync)
     from kimi_rl.datamodule import PromptDataModule
     from kimi_rl.module import KimiRLModule
     from kimi_rl.prompts import encode_prompts
     from kimi_rl.rewards import make_verifier
+    from kimi_rl.rl.schedule import RecipeSchedule
+    from kimi_rl.rollout.worker import RolloutWorker
     from kimi_rl.trainer_factory import build_trainer, set_threads
 
     set_threads(cfg.trainer)
@@ -230,20 +226,14 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
         max_len = min(max_len, context)
 
     module = KimiRLModule(load_model(init_dir, cfg.model.dtype), cfg.algo)
-    rollout = PartialRollout(cfg.rollout, cfg.algo, cfg.model, init_dir, verifier, cfg.run.seed, max_len)
-    heldout_eval = HeldoutEval(rollout, heldout, heldout_prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
-                               eval_tokens, cfg.rl.eval_every)
-    phase = [] if cfg.phase.long2short_at_iteration is None else [Long2ShortPhase(
-        cfg.phase.long2short_at_iteration, cfg.phase.long2short_max_response_tokens,
-        cfg.phase.long2short_len_reward_weight)]
-    callbacks = [  # order matters: the length weight and the phase are set before rollouts are scored
-        LengthPenaltySchedule(cfg.algo.len_reward_weight, cfg.algo.len_warmup_iterations, cfg.algo.len_schedule,
-                              cfg.algo.len_ramp_iterations),
-        *phase,
-        rollout,
-        WeightSync(rollout, cfg.rollout.weight_sync),
+    worker = RolloutWorker(cfg.rollout, cfg.model, init_dir, verifier, cfg.run.seed, max_len, cfg.algo.repeat_penalty)
+    heldout_eval = HeldoutEval(worker, heldout, heldout_prompts, cfg.eval.samples, cfg.eval.temperature, eval_tokens,
+                               cfg.rl.eval_every)
+    callbacks = [  # one iteration: rollout (batch start) -> update (module) -> weight sync (batch end)
+        PartialRollout(worker, RecipeSchedule.from_config(cfg)),
+        WeightSync(worker, cfg.rollout.weight_sync),
         heldout_eval,
-        SampleLogger(cfg.rl.sample_log_every),
+        SampleLogger(tok, cfg.rl.sample_log_every),
         IterationCheckpoint(paths.checkpoints, cfg.rl.checkpoint_every),
         SaveHFModel(paths.final_model, tok),
     ]

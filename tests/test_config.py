@@ -47,7 +47,22 @@ def test_every_yaml_key_is_a_config_field():
 
     cfg = compose([])
     assert set(OmegaConf.to_container(cfg)) == {"run", "model", "data", "sft", "algo", "rollout", "trainer", "rl",
-                                                 "eval", "phase", "make_tests", "curate"}
+                                                 "eval", "phase", "make_tests", "curate", "difficulty", "long2short"}
+
+
+def test_config_yaml_states_the_dataclass_defaults():
+    """conf/config.yaml is the commented copy users edit; it restates each default of src/config*.py, so the two
+    cannot disagree: a value that departs from the dataclass belongs in a group file (conf/<group>/*.yaml)."""
+    from omegaconf import OmegaConf
+
+    from kimi_rl.config import Config
+    from kimi_rl.config_loader import default_conf_dir
+
+    yaml = OmegaConf.to_container(OmegaConf.load(default_conf_dir() / "config.yaml"))
+    defaults = OmegaConf.to_container(OmegaConf.structured(Config))
+    differ = [f"{section}.{key}: {value!r} != {defaults[section][key]!r}" for section, body in yaml.items()
+              if section != "defaults" for key, value in body.items() if value != defaults[section][key]]
+    assert not differ, differ
 
 
 def test_unknown_key_names_valid_keys():

@@ -10,7 +10,7 @@ from kimi_rl.cli import main
 from kimi_rl.config import ConfigError, CurriculumStage
 from kimi_rl.data import load_problem_file
 from kimi_rl.difficulty import (Label, SampleCount, count_correct, difficulty_level, label_rows, labels_from_counts,
-                                output_path, split_difficulty_words, summarize, write_labelled_file)
+                                output_path, summarize, write_labelled_file)
 from kimi_rl.rollout.types import Generation
 from kimi_rl.tasks.base import Problem
 
@@ -72,15 +72,18 @@ def test_output_path_default_and_refusals(tmp_path):
         output_path(src, str(tmp_path / "p.parquet"), False)
 
 
-def test_split_words_types_and_errors():
-    rest, opts = split_difficulty_words(["data=gsm8k_small", "difficulty.samples=2", "difficulty.overwrite=true"])
-    assert rest == ["data=gsm8k_small"] and opts.samples == 2 and opts.overwrite is True and opts.levels == 3
-    with pytest.raises(ConfigError, match="difficulty.sample: unknown key; valid keys: difficulty.out, "):
-        split_difficulty_words(["difficulty.sample=2"])
+def test_difficulty_keys_are_a_section_of_the_one_config():
+    from kimi_rl.config_loader import load_config
+
+    cfg = load_config(["data=gsm8k_small", "difficulty.samples=2", "difficulty.overwrite=true"])
+    opts = cfg.difficulty
+    assert cfg.data.source == "file" and opts.samples == 2 and opts.overwrite is True and opts.levels == 3
+    with pytest.raises(ConfigError, match="unknown key 'difficulty.sample'; valid keys here: difficulty.out, "):
+        load_config(["difficulty.sample=2"])
     with pytest.raises(ConfigError, match="difficulty.levels: must be >= 1"):
-        split_difficulty_words(["difficulty.levels=0"])
+        load_config(["difficulty.levels=0"])
     with pytest.raises(ConfigError, match="difficulty.samples"):
-        split_difficulty_words(["difficulty.samples=many"])
+        load_config(["difficulty.samples=many"])
 
 
 def _write(path, rows):
@@ -213,4 +216,4 @@ def test_cli_difficulty_bad_row_names_the_line(tmp_path, tiny_model_dir, capsys)
 
 def test_cli_difficulty_unknown_key(tmp_path, capsys):
     assert main(["difficulty", "difficulty.n=3"]) == 2
-    assert "valid keys: difficulty.out, difficulty.samples" in capsys.readouterr().err
+    assert "valid keys here: difficulty.out, difficulty.samples" in capsys.readouterr().err

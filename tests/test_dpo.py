@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kimi_rl.config import Config, DataConfig, TrainerConfig
-from kimi_rl.dpo import (DPODataModule, DPOExample, DPOModule, build_dpo_data, collate_pairs, pair_examples,
+from kimi_rl.dpo import (DPODataModule, DPOExample, DPOModule, collate_pairs, pair_examples,
                          run_dpo, with_reference_logps)
 from kimi_rl.long2short import dpo_loss, dpo_rows, sequence_logps
 from kimi_rl.modeling import load_model, load_tokenizer
@@ -110,17 +110,19 @@ def parity_verifier():
     VERIFIERS.unregister("parity_test")
 
 
-def test_build_dpo_data_samples_n_and_counts_problems_without_pairs(tiny_model_dir, parity_verifier):
+def test_dpo_pairs_from_sampled_responses_count_problems_without_pairs(tiny_model_dir, parity_verifier):
+    from kimi_rl.long2short_data import sample_scored
+
     cfg = Config()
     cfg.model = dataclasses.replace(cfg.model, path=str(tiny_model_dir))
     cfg.rollout = dataclasses.replace(cfg.rollout, engine="hf")
     problems = [Problem(uid=f"p{i}", question=f"{i}+1=", answer="never" if i < 2 else str(i + 1), difficulty=1)
                 for i in range(6)]
     # a random model stops (eos) with chance ~1/100 per token: 150 tokens give lengths that differ
-    data = build_dpo_data(tiny_model_dir, problems, cfg, parity_verifier, n=6, max_response_tokens=150)
-    assert [len(s) for s in data.samples] == [6] * 6
-    assert all(1 <= s.num_tokens <= 150 for ss in data.samples for s in ss)
-    assert not any(s.correct for ss in data.samples[:2] for s in ss)
-    expected = dpo_rows(problems, data.samples)
-    assert data.rows == expected.rows and data.skipped_no_pairs == expected.skipped_no_pairs >= 2
+    samples = sample_scored(tiny_model_dir, problems, cfg, parity_verifier, 6, 1.0, 150)
+    assert [len(s) for s in samples] == [6] * 6
+    assert all(1 <= s.num_tokens <= 150 for ss in samples for s in ss)
+    assert not any(s.correct for ss in samples[:2] for s in ss)
+    data = dpo_rows(problems, samples)
+    assert data.skipped_no_pairs >= 2  # p0 and p1 have no correct sample
     assert len(data.rows) > 0 and {r["uid"] for r in data.rows} <= {"p2", "p3", "p4", "p5"}

@@ -81,6 +81,31 @@ def test_evaluate_scores_and_votes_with_the_verifier():
     assert unboxed.majority == unboxed.accuracy == 1.0  # n=1: majority vote is pass@1
 
 
+def test_sample_and_score_keeps_each_problems_samples_together():
+    """One engine call, one verifier call over the flattened texts, split back per problem; a response cut at the
+    budget is wrong only when asked (RL, long2short), not in evaluation."""
+    from kimi_rl.rewards.scoring import sample_and_score
+
+    calls = []
+
+    def verifier(texts, problems):
+        calls.append(len(texts))
+        return [float(t == p.answer) for t, p in zip(texts, problems)]
+
+    class Cut(_Scripted):
+        def generate(self, *a):
+            gens = super().generate(*a)
+            gens[1][0].finish_reason = "length"
+            return gens
+
+    scored = sample_and_score(Cut([["5", "x"], ["2", "22"]]), _CharTok(), PROBLEMS[:2], [[0], [0]], verifier, 2, 1.0, 9)
+    assert calls == [4]  # answers "5" and "2"
+    assert [s.problem for s in scored] == PROBLEMS[:2] and [s.texts for s in scored] == [["5", "x"], ["2", "22"]]
+    assert [s.scores for s in scored] == [[1.0, 0.0], [1.0, 0.0]]
+    assert scored[1].correct() == [True, False] and scored[1].correct(cut_is_wrong=True) == [False, False]
+    assert [s.lengths for s in scored] == [[1, 1], [1, 2]]
+
+
 def _result(acc: float, tokens: float) -> EvalResult:
     return EvalResult(acc, tokens, {1: LevelStats(2, acc, tokens)}, 4, {1: acc, 4: 0.75}, 0.5, 2 * tokens, 2)
 

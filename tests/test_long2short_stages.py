@@ -11,10 +11,11 @@ import torch
 
 from kimi_rl.cli import main as cli_main
 from kimi_rl.config import Config, ConfigError, DataConfig, ModelConfig, TrainerConfig
-from kimi_rl.long2short_data import (ResponseStream, read_jsonl, response_examples, sample_scored,
+from kimi_rl.long2short import shortest_rejection_sampling
+from kimi_rl.long2short_data import (ResponseStream, response_examples, sample_scored,
                                      write_jsonl)
 from kimi_rl.long2short_stages import (Long2ShortConfig, long2short_rl_config, pick_problems, run_long2short,
-                                       run_rows_sft, shortest_rejection_data, split_overrides)
+                                       run_rows_sft)
 from kimi_rl.modeling import build_tiny_model, load_model, load_tokenizer
 from kimi_rl.rewards import VERIFIERS
 from kimi_rl.runs import mark_done
@@ -49,29 +50,27 @@ def hf_config(model_dir, tmp_path, **sections) -> Config:
 # ---------------------------------------------------------------- options and data files
 
 
-def test_split_overrides_parses_long2short_keys_and_names_bad_ones():
-    rest, opts = split_overrides(["rl.iterations=3", "long2short.problems=5", "long2short.methods=[merge,dpo]"])
-    assert rest == ["rl.iterations=3"]
-    assert (opts.problems, opts.methods, opts.samples_per_problem) == (5, ["merge", "dpo"], 8)
-    with pytest.raises(ConfigError, match="valid keys: long2short.methods"):
-        split_overrides(["long2short.nope=1"])
-    with pytest.raises(ConfigError, match="long2short.dpo_steps: Value 'x'"):
-        split_overrides(["long2short.dpo_steps=x"])
+def test_long2short_keys_are_a_section_of_the_one_config():
+    from kimi_rl.config_loader import load_config
+
+    cfg = load_config(["rl.iterations=3", "long2short.problems=5", "long2short.methods=[merge,dpo]"])
+    opts = cfg.long2short
+    assert cfg.rl.iterations == 3 and (opts.problems, opts.methods, opts.samples_per_problem) == (5, ["merge", "dpo"], 8)
+    with pytest.raises(ConfigError, match="valid keys here: long2short.methods"):
+        load_config(["long2short.nope=1"])
+    with pytest.raises(ConfigError, match="'long2short.dpo_steps': Value 'x'"):
+        load_config(["long2short.dpo_steps=x"])
     with pytest.raises(ConfigError, match="long2short.methods: \\['srs'\\] is not a list of merge"):
-        split_overrides(["long2short.methods=[srs]"])
+        load_config(["long2short.methods=[srs]"])
     with pytest.raises(ConfigError, match="long2short.dpo_ratio: must be > 1"):
         Long2ShortConfig(dpo_ratio=1.0)
 
 
-def test_jsonl_round_trip_and_errors_name_file_and_line(tmp_path):
-    path = write_jsonl([{"uid": "a", "question": "1+1=", "response": "2"}], tmp_path / "rows.jsonl")
-    assert read_jsonl(path, ["question", "response"]) == [{"uid": "a", "question": "1+1=", "response": "2"}]
-    path.write_text('{"question": "q", "response": "r"}\n{"question": "q"}\n')
-    with pytest.raises(ValueError, match="rows.jsonl:2: row has no text field 'response'"):
-        read_jsonl(path, ["question", "response"])
-    path.write_text("{oops\n")
-    with pytest.raises(ValueError, match="rows.jsonl:1: not valid JSON"):
-        read_jsonl(path, ["question"])
+def test_write_jsonl_writes_one_object_per_line_atomically(tmp_path):
+    rows = [{"uid": "a", "question": "1+1=", "response": "2"}, {"uid": "b", "question": "é", "response": "x"}]
+    path = write_jsonl(rows, tmp_path / "sub" / "rows.jsonl")
+    assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == rows
+    assert "é" in path.read_text(encoding="utf-8") and not list(path.parent.glob("*.tmp"))
 
 
 def test_response_examples_and_stream_batches(tiny_model_dir):
@@ -97,15 +96,14 @@ def test_pick_problems_is_seeded_and_capped():
 # ---------------------------------------------------------------- shortest rejection sampling + SFT
 
 
-def test_shortest_rejection_data_keeps_shortest_correct_and_counts_skipped(tiny_model_dir, tmp_path,
+def test_shortest_rejection_sampling_keeps_shortest_correct_and_counts_skipped(tiny_model_dir, tmp_path,
                                                                            parity_verifier):
     cfg = hf_config(tiny_model_dir, tmp_path)
     problems = [Problem(uid=f"p{i}", question=f"{i}+1=", answer="never" if i < 2 else str(i + 1), difficulty=1)
                 for i in range(4)]
     # room to end: the untrained model stops with p ~ 1/100 per token, and a cut response is wrong
     samples = sample_scored(tiny_model_dir, problems, cfg, parity_verifier, 4, 1.0, 400)
-    srs = shortest_rejection_data(tiny_model_dir, problems, cfg, parity_verifier, n=4, max_response_tokens=400)
-    # the engine seeds each call from (run seed, call number): a new engine draws the same samples
+    srs = shortest_rejection_sampling(problems, samples)
     for row in srs.rows:
         i = int(row["uid"][1:])
         correct = [s for s in samples[i] if s.correct]
@@ -188,7 +186,7 @@ def test_long2short_builds_four_models_evaluates_five_and_reuses_them(tiny_model
     assert [r["method"] for r in table["rows"]] == ["long", "merge", "merge_srs", "dpo", "rl"]
     assert table["rows"][0]["token_ratio"] == 1.0 and set(table["eval"]) == {r.method for r in report.rows}
     assert (root / "accuracy_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(read_jsonl(root / "samples.jsonl", ["uid"])) == 6
+    assert len((root / "samples.jsonl").read_text().splitlines()) == 6
     srs_info = table["rows"][2]["details"]
     assert srs_info["rows"] + srs_info["skipped_no_correct"] == 6
     rl = scalars(root / "rl" / "tb" / "rl")  # long2short RL: length penalty from the start, its own cap

@@ -141,3 +141,16 @@ def test_metrics_sync_across_two_gloo_ranks(tmp_path: Path):
         assert got["levels"] == pytest.approx(expected["levels"])
         for key in ("pass1", "vote", "mean", "p95"):
             assert got[key] == pytest.approx(expected[key]), key
+
+
+def test_quantile_is_linear_interpolation_like_token_percentile():
+    from kimi_rl.metrics import TokenPercentile, quantile
+
+    # 0.95 * (5 - 1) = 3.8: between the 4th (40) and 5th (100) sorted values, 40 + 0.8 * 60 = 88
+    assert quantile([100, 10, 20, 30, 40], 0.95) == pytest.approx(88.0)
+    assert quantile([7], 0.5) == 7.0 and quantile([], 0.95) == 0.0
+    metric = TokenPercentile(0.95)
+    metric.update([100, 10, 20, 30, 40])
+    assert float(metric.compute()) == pytest.approx(quantile([100, 10, 20, 30, 40], 0.95))
+    with pytest.raises(ValueError, match="q must be in"):
+        quantile([1], 1.5)

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from kimi_rl.bench_rollout import TokenBias, bias_next_token
+from kimi_rl.callbacks import PartialRollout
 from kimi_rl.config import Config
 from kimi_rl.modeling import load_tokenizer
 from kimi_rl.rewards import VERIFIERS
@@ -52,16 +53,16 @@ class Recorder(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if pl_module.iteration == self.crash_at:
-            self.rollout_cb = next(c for c in trainer.callbacks if hasattr(c, "buffer"))
+            self.worker = next(c for c in trainer.callbacks if isinstance(c, PartialRollout)).worker
             raise SimulatedCrash(f"killed at the start of iteration {self.crash_at}")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        rollout_cb = next(c for c in trainer.callbacks if hasattr(c, "buffer"))
+        worker = next(c for c in trainer.callbacks if isinstance(c, PartialRollout)).worker
         self.iterations.append({
-            "iteration": pl_module.iteration - 1,
-            "groups": copy.deepcopy(batch.get("groups") or []),
-            "buffer": copy.deepcopy(rollout_cb.buffer.groups),
-            "buffer_state": copy.deepcopy(rollout_cb.buffer.state_dict()),
+            "iteration": batch.index,
+            "groups": copy.deepcopy(batch.rollouts.groups),
+            "buffer": copy.deepcopy(worker.buffer.groups),
+            "buffer_state": copy.deepcopy(worker.buffer.state_dict()),
         })
 
 
@@ -138,7 +139,7 @@ def runs(biased_model_dir, tmp_path_factory):
                 if i == 0:
                     with pytest.raises(SimulatedCrash):
                         run_rl(cfg, RunPaths(cfg.run.dir, cfg.run.name), task, model_dir)
-                    out["engine_after_crash"] = recorders[0].rollout_cb.engine
+                    out["engine_after_crash"] = recorders[0].worker.engine
                     out["ckpt"] = torch.load(root / "partial" / "checkpoints" / "last.ckpt", weights_only=False)
                 else:
                     run_rl(cfg, RunPaths(cfg.run.dir, cfg.run.name), task, model_dir)

@@ -5,7 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from kimi_rl.config import ConfigError, DataConfig, SFTConfig, TrainerConfig
-from kimi_rl.modeling import check_model_folder, load_model, load_tokenizer, save_model
+from kimi_rl.modeling import check_model_folder, load_model, load_tokenizer
+from kimi_rl.pipeline import save_policy
 from kimi_rl.sft import SFTDataModule, SFTModule, bucket_batches, collate, response_nll, warmup_cosine
 from kimi_rl.tasks.arithmetic import make_problems
 from kimi_rl.trainer_factory import build_trainer
@@ -76,7 +77,8 @@ def test_sft_through_real_trainer_lowers_loss_and_writes_hf_folder(tiny_model_di
     with torch.no_grad():
         after = response_nll(module.model(input_ids=batch["input_ids"]).logits, batch["input_ids"], batch["loss_mask"]).item()
     assert after < before - 1.0, (before, after)
-    out = save_model(module.model, tok, tmp_path / "hf")
+    out = tmp_path / "hf"
+    save_policy(module.model, tok, out, True)
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     ref = module.model.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in reloaded.state_dict().items())

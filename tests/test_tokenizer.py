@@ -34,10 +34,12 @@ def test_load_tokenizer_keeps_the_char_tokenizer_of_a_qwen2_folder(tiny_model_di
     assert tok.decode(ids, skip_special_tokens=True) == text
 
 
-def test_char_tokenizer_survives_save_model(tiny_model_dir, tmp_path):
-    from kimi_rl.modeling import load_model, load_tokenizer, save_model
+def test_char_tokenizer_survives_save_policy(tiny_model_dir, tmp_path):
+    from kimi_rl.modeling import load_model, load_tokenizer
+    from kimi_rl.pipeline import save_policy
     from kimi_rl.tokenizer import is_char_tokenizer_folder
 
-    out = save_model(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), tmp_path / "m")
+    out = tmp_path / "m"
+    save_policy(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), out, True)
     assert is_char_tokenizer_folder(out)
     assert load_tokenizer(out)("a b")["input_ids"] == [1, 14, 98, 15]

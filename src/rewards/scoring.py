@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from kimi_rl.rewards.length import len_reward
-from kimi_rl.rollout.types import Group
+from kimi_rl.rollout.types import Generation, Group
+from kimi_rl.tasks.base import Problem
 
 
 @dataclass
@@ -43,7 +44,7 @@ def score_groups(groups: Sequence[Group], verifier, tokenizer, len_weight: float
     """Set ``correct`` and ``reward`` on every trajectory of ``groups``; return counts."""
     stats = ScoreStats()
     trajs = [t for g in groups for t in g.trajectories]
-    texts = [tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in trajs]
+    texts = [decode(tokenizer, t.response_ids) for t in trajs]
     verdicts = _verify(verifier, texts, [t.problem for t in trajs], stats)
     for t, v in zip(trajs, verdicts):
         t.correct = v > 0.5 and t.finish_reason != "length"
@@ -62,3 +63,47 @@ def score_groups(groups: Sequence[Group], verifier, tokenizer, len_weight: float
         stats.samples += len(correct)
         stats.correct += sum(correct)
     return stats
+
+
+def decode(tokenizer, token_ids: Sequence[int]) -> str:
+    """A response's text as the verifier sees it (special tokens such as eos dropped)."""
+    return tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+@dataclass
+class ScoredSamples:
+    """One problem's samples from ``sample_and_score``: the engine's generations, their texts, the verdicts."""
+
+    problem: Problem
+    generations: list[Generation]
+    texts: list[str]
+    scores: list[float]
+    """The verifier's verdict of each text (correct: > 0.5)."""
+
+    def correct(self, cut_is_wrong: bool = False) -> list[bool]:
+        """Each sample's correctness; with ``cut_is_wrong`` a response cut at the token budget is wrong, as in RL
+        (its final answer was never written)."""
+        return [s > 0.5 and not (cut_is_wrong and g.finish_reason == "length")
+                for s, g in zip(self.scores, self.generations)]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Sampled tokens of each response (eos included)."""
+        return [len(g.token_ids) for g in self.generations]
+
+
+def sample_and_score(engine, tokenizer, problems: Sequence[Problem], prompts: list[list[int]], verifier,
+                     samples: int, temperature: float, max_tokens: int, top_p: float = 1.0) -> list[ScoredSamples]:
+    """``samples`` responses per problem from ``engine`` (one call), decoded and verified in one verifier call.
+
+    The one sample -> decode -> verify path of held-out evaluation, ``kimi-rl eval``, ``difficulty``, ``curate``
+    and long2short's rejection sampling; RL rollouts go through the partial-rollout buffer, then ``score_groups``.
+    """
+    gens = engine.generate(prompts, max_tokens, samples, temperature, top_p)
+    texts = [[decode(tokenizer, g.token_ids) for g in gs] for gs in gens]
+    flat = verifier([t for ts in texts for t in ts], [p for p, ts in zip(problems, texts) for _ in ts])
+    out, pos = [], 0
+    for p, gs, ts in zip(problems, gens, texts):
+        out.append(ScoredSamples(p, list(gs), ts, [float(s) for s in flat[pos : pos + len(ts)]]))
+        pos += len(ts)
+    return out

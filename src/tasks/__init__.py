@@ -8,16 +8,15 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from kimi_rl.config import ConfigError, DataConfig
+from kimi_rl.registry import Registry
 from kimi_rl.tasks.base import Problem
 
 if TYPE_CHECKING:  # kimi_rl.data imports kimi_rl.tasks.base: import it lazily
     from kimi_rl.data.files import SkippedRow
 
-DEFAULT_VERIFIER = {"arithmetic": "arithmetic", "file": "math", "math500": "math", "aime2024": "math",
-                    "aime2025": "math", "humaneval": "code", "reasoning_gym": "reasoning_gym"}
 TOO_LONG = "prompt too long"
 """The skip reason of a row whose prompt leaves the model no room for a response."""
 
@@ -94,32 +93,6 @@ def _code_skip(message: str) -> SkippedRow:
     return SkippedRow(where if what else "", reason, what or message)
 
 
-def _load_rows(data: DataConfig) -> tuple[list[Problem], list[SkippedRow], dict[str, str]]:
-    """Problems, skipped rows, and the ``file:line`` of each problem by uid (where known)."""
-    if data.source == "file":
-        from kimi_rl.data import load_problem_file
-
-        if not Path(data.path).is_file():
-            raise ConfigError(f"data.path: '{data.path}' does not exist")
-        if data.verifier == "code":
-            from kimi_rl.tasks.code import load_code_problems
-
-            res = load_code_problems(data.path, data.question_field, skip_bad_rows=data.skip_bad_rows)
-            where = {p.uid: str(p.meta.get("source", p.uid)) for p in res.problems}
-            return list(res.problems), [_code_skip(m) for m in res.skipped], where
-        loaded = load_problem_file(data.path, data.question_field, data.answer_field, data.difficulty_field,
-                                   skip_bad_rows=data.skip_bad_rows)
-        return list(loaded.problems), list(loaded.skipped_rows), dict(loaded.locations)
-    if data.source == "humaneval":
-        from kimi_rl.tasks.code import load_humaneval
-
-        return list(load_humaneval()), [], {}
-    from kimi_rl.data import load_mmath
-
-    res = load_mmath(data.source)
-    return list(res.problems), list(res.skipped_rows), dict(res.locations)
-
-
 def drop_long_prompts(problems: Sequence[Problem], data: DataConfig, limit: PromptLimit,
                       where: dict[str, str]) -> tuple[list[Problem], list[SkippedRow]]:
     """Problems whose prompt fits ``limit`` and the skipped rest; without ``data.skip_bad_rows`` a
@@ -149,19 +122,79 @@ def drop_long_prompts(problems: Sequence[Problem], data: DataConfig, limit: Prom
     return [p for p in problems if p.uid not in too_long], skipped
 
 
+@dataclass(frozen=True)
+class Source:
+    """A ``data.source``: how its problems load, and the verifier that checks them unless ``data.verifier`` says."""
+
+    load: Callable[[DataConfig, int], tuple[list[Problem], list[SkippedRow], dict[str, str]]]
+    """(problems, skipped rows, ``file:line`` of each problem by uid) of a file-like source; for a generated one
+    (``split`` None), ``(train, heldout)`` made per level, deterministic and disjoint."""
+    verifier: str
+    split: str | None = "heldout_fraction"
+    """How train and held-out are made: heldout_fraction (``data.heldout_fraction`` of the rows) | all (a
+    benchmark: both are every problem) | None (the source generates both)."""
+
+
+def _arithmetic(data: DataConfig, seed: int):
+    from kimi_rl.tasks.arithmetic import make_problems
+
+    return make_problems(data.levels, data.train_per_level, data.heldout_per_level, seed)
+
+
+def _reasoning_gym(data: DataConfig, seed: int):
+    from kimi_rl.tasks import reasoning_gym
+
+    return reasoning_gym.make_problems(data, seed)
+
+
+def _file(data: DataConfig, seed: int):
+    from kimi_rl.data import load_problem_file
+
+    if not Path(data.path).is_file():
+        raise ConfigError(f"data.path: '{data.path}' does not exist")
+    if data.verifier == "code":
+        from kimi_rl.tasks.code import load_code_problems
+
+        res = load_code_problems(data.path, data.question_field, skip_bad_rows=data.skip_bad_rows)
+        where = {p.uid: str(p.meta.get("source", p.uid)) for p in res.problems}
+        return list(res.problems), [_code_skip(m) for m in res.skipped], where
+    loaded = load_problem_file(data.path, data.question_field, data.answer_field, data.difficulty_field,
+                               skip_bad_rows=data.skip_bad_rows)
+    return list(loaded.problems), list(loaded.skipped_rows), dict(loaded.locations)
+
+
+def _humaneval(data: DataConfig, seed: int):
+    from kimi_rl.tasks.code import load_humaneval
+
+    return list(load_humaneval()), [], {}
+
+
+def _mmath(data: DataConfig, seed: int):
+    from kimi_rl.data import load_mmath
+
+    res = load_mmath(data.source)
+    return list(res.problems), list(res.skipped_rows), dict(res.locations)
+
+
+SOURCES: Registry[Source] = Registry("data source")
+"""Maps ``data.source`` to its loader; ``DataConfig`` validation lists these names."""
+SOURCES.register("arithmetic", Source(_arithmetic, "arithmetic", split=None))
+SOURCES.register("reasoning_gym", Source(_reasoning_gym, "reasoning_gym", split=None))
+SOURCES.register("file", Source(_file, "math"))
+for _name in ("math500", "aime2024", "aime2025"):
+    SOURCES.register(_name, Source(_mmath, "math", split="all"))
+SOURCES.register("humaneval", Source(_humaneval, "code", split="all"))
+DEFAULT_VERIFIER = {name: SOURCES.get(name).verifier for name in SOURCES.names()}
+"""``data.source`` -> the verifier used when ``data.verifier`` is null."""
+
+
 def load_task(data: DataConfig, seed: int, prompt_limit: PromptLimit | None = None) -> TaskData:
     """Train and held-out problems plus the verifier name, checked before any training. With ``prompt_limit``,
     a row whose prompt leaves the model no room for a response is an error (or skipped and counted)."""
-    verifier = data.verifier or DEFAULT_VERIFIER[data.source]
-    if data.source in ("arithmetic", "reasoning_gym"):  # generated: split per level, deterministic and disjoint
-        if data.source == "arithmetic":
-            from kimi_rl.tasks.arithmetic import make_problems
-
-            train, heldout = make_problems(data.levels, data.train_per_level, data.heldout_per_level, seed)
-        else:
-            from kimi_rl.tasks import reasoning_gym
-
-            train, heldout = reasoning_gym.make_problems(data, seed)
+    source = SOURCES.get(data.source)
+    verifier = data.verifier or source.verifier
+    if source.split is None:  # generated: split per level, deterministic and disjoint
+        train, heldout = source.load(data, seed)
         skipped: list[SkippedRow] = []
         if prompt_limit is not None:
             train, skip_train = drop_long_prompts(train, data, prompt_limit, {})
@@ -170,7 +203,7 @@ def load_task(data: DataConfig, seed: int, prompt_limit: PromptLimit | None = No
             if not train or not heldout:
                 raise ConfigError(f"data.levels: no problem fits the model ({skipped[0].detail})")
         return TaskData(train, heldout, verifier, skipped, len(train) + len(heldout) + len(skipped))
-    problems, skipped, where = _load_rows(data)
+    problems, skipped, where = source.load(data, seed)
     rows = len(problems) + len(skipped)
     if prompt_limit is not None and problems:
         problems, too_long = drop_long_prompts(problems, data, prompt_limit, where)
@@ -178,7 +211,7 @@ def load_task(data: DataConfig, seed: int, prompt_limit: PromptLimit | None = No
     if not problems:
         raise ConfigError(f"data.source={data.source}: no usable problems ({len(skipped)} rows skipped"
                           + (f"; first: {skipped[0].where}: {skipped[0].detail})" if skipped else ")"))
-    if data.source in ("math500", "aime2024", "aime2025", "humaneval"):
+    if source.split == "all":
         return TaskData(problems, problems, verifier, skipped, rows)  # benchmarks: evaluate on all of them
     train, heldout = _split(problems, data, seed)
     return TaskData(train, heldout, verifier, skipped, rows)

@@ -1,0 +1,1 @@
+"""The RL stage of the recipe: one iteration's object, its schedule (``kimi_rl.rl.schedule``)."""
