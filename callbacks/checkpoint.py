@@ -14,6 +14,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from kimi_rl.rollout.weights import save_policy
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -119,7 +121,5 @@ class SaveHFModel(Callback):
         self.folder, self.tokenizer = Path(folder), tokenizer
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from kimi_rl.pipeline import save_policy
-
         save_policy(pl_module.model, self.tokenizer, self.folder, trainer.is_global_zero)
         trainer.strategy.barrier()

@@ -129,7 +129,8 @@ def run_dpo(init_dir: str | Path, rows: Sequence[dict], out_dir: str | Path, cfg
     """DPO-train the model in ``init_dir`` (also the reference) on ``rows`` for ``steps`` optimizer steps;
     writes the HF folder ``out_dir`` and TensorBoard scalars ``dpo/*`` under ``log_root/tb/dpo``."""
     from kimi_rl.modeling import load_model, load_tokenizer
-    from kimi_rl.pipeline import log, save_policy
+    from kimi_rl.pipeline import log
+    from kimi_rl.rollout.weights import save_policy
     from kimi_rl.trainer_factory import build_trainer, set_threads
 
     set_threads(cfg.trainer)

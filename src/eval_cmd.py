@@ -141,14 +141,10 @@ def select_problems(train: Sequence[Problem], heldout: Sequence[Problem], split:
                     cap_per_level: int) -> list[Problem]:
     """The split's problems (``all``: held-out then training, each uid once), the first
     ``cap_per_level`` of each difficulty level."""
+    from kimi_rl.evaluate import cap_per_level as cap
+
     pool = list(heldout) if split == "heldout" else list({p.uid: p for p in [*heldout, *train]}.values())
-    seen: dict[int, int] = {}
-    out = []
-    for p in pool:
-        if seen.get(p.difficulty, 0) < cap_per_level:
-            seen[p.difficulty] = seen.get(p.difficulty, 0) + 1
-            out.append(p)
-    return out
+    return cap(pool, cap_per_level)
 
 
 def dataset_name(data: DataConfig) -> str:

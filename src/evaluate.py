@@ -52,6 +52,21 @@ def _round(x):
     return round(x, 6) if isinstance(x, float) else x
 
 
+def cap_per_level(problems: Sequence[Problem], cap: int) -> list[Problem]:
+    """The first ``cap`` problems of each difficulty level, in order (``eval.max_problems_per_level``).
+
+    >>> [p.uid for p in cap_per_level([Problem("a", "", "", 1), Problem("b", "", "", 1), Problem("c", "", "", 2)], 1)]
+    ['a', 'c']
+    """
+    seen: dict[int, int] = {}
+    out = []
+    for p in problems:
+        if seen.get(p.difficulty, 0) < cap:
+            seen[p.difficulty] = seen.get(p.difficulty, 0) + 1
+            out.append(p)
+    return out
+
+
 def pass_k_values(n: int) -> list[int]:
     """The k reported for n samples: 1, the powers of two below n, and n.
 

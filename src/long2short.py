@@ -235,7 +235,8 @@ def sequence_logps(model, input_ids: Tensor, attention_mask: Tensor, loss_mask: 
     response tokens; position 0 has no prediction and is ignored). Returns [B] in float32.
     Wrap the call in ``torch.no_grad()`` for the reference model.
     """
+    from kimi_rl.modeling import shifted_token_logprobs
+
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V]
-    tok = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+    tok = shifted_token_logprobs(logits, input_ids)  # [B, T-1]
     return (tok * loss_mask[:, 1:].to(tok.dtype)).sum(dim=-1)  # [B]

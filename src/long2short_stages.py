@@ -37,7 +37,8 @@ def run_rows_sft(init_dir: str | Path, rows: Sequence[dict], out_dir: str | Path
 
     from kimi_rl.long2short_data import ResponseSFTDataModule
     from kimi_rl.modeling import load_model, load_tokenizer
-    from kimi_rl.pipeline import log, save_policy
+    from kimi_rl.pipeline import log
+    from kimi_rl.rollout.weights import save_policy
     from kimi_rl.sft import SFTModule
     from kimi_rl.trainer_factory import build_trainer, set_threads
 

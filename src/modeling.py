@@ -191,6 +191,13 @@ def load_model(path: str | Path, dtype: str = "float32"):
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype])
 
 
+def shifted_token_logprobs(logits, input_ids):
+    """log p(x_t | x_<t) of each token from position 1 on: ``logits`` [B, T, V] -> [B, T-1] (float32), the one
+    log-softmax-gather of the RL loss, the SFT loss and DPO's sequence log-probs."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V]
+    return logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+
+
 def eos_ids(tokenizer, model_config=None) -> list[int]:
     """All token ids that end a response (tokenizer eos and the model's eos list)."""
     ids = {tokenizer.eos_token_id}

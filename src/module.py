@@ -20,6 +20,7 @@ from kimi_rl.config import AlgoConfig, ConfigError
 from kimi_rl.distributed import (data_parallel_mesh, gather_rank_states, is_distributed, max_across_ranks,
                                  pick_rank_state, shard_model)
 from kimi_rl.losses import LOSSES, informative_rows
+from kimi_rl.modeling import shifted_token_logprobs
 from kimi_rl.optim import OPTIMIZERS
 from kimi_rl.rl.iteration import Iteration
 from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches
@@ -28,9 +29,7 @@ from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """log pi(x_t | x_<t) for every position t >= 1 (0 at t = 0), aligned with ``input_ids``."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V]
-    tok = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [B, T-1]
-    return torch.nn.functional.pad(tok, (1, 0))  # [B, T]
+    return torch.nn.functional.pad(shifted_token_logprobs(logits, input_ids), (1, 0))  # [B, T]
 
 
 def check_device(batch: RolloutBatch, device: torch.device) -> None:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from kimi_rl.config import Config, ConfigError
 from kimi_rl.config_loader import save_config
+from kimi_rl.evaluate import cap_per_level
 from kimi_rl.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer, model_context
+from kimi_rl.rollout.weights import save_policy  # noqa: F401  (kimi_rl.pipeline.save_policy, as before)
 from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, mark_done
 from kimi_rl.tasks import PromptLimit, TaskData, load_task
 
@@ -166,7 +168,7 @@ def evaluate_folder(cfg: Config, model_dir: Path, task: TaskData, name: str):
     from kimi_rl.rollout import open_engine
 
     tok = load_tokenizer(model_dir)
-    problems = _cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
+    problems = cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
     prompts = encode_prompts(problems, tok, cfg.data)
     max_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
     max_len = max(len(p) for p in prompts) + max_tokens
@@ -176,16 +178,6 @@ def evaluate_folder(cfg: Config, model_dir: Path, task: TaskData, name: str):
     with open_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max_len) as engine:
         return evaluate(engine, tok, problems, prompts, make_verifier(task.verifier, cfg.data.verifier_options),
                         cfg.eval.samples, cfg.eval.temperature, max_tokens)
-
-
-def _cap_per_level(problems, cap: int):
-    seen: dict[int, int] = {}
-    out = []
-    for p in problems:
-        if seen.get(p.difficulty, 0) < cap:
-            seen[p.difficulty] = seen.get(p.difficulty, 0) + 1
-            out.append(p)
-    return out
 
 
 def write_eval(paths: RunPaths, results: dict, filename: str) -> Path:
@@ -214,7 +206,7 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     L.seed_everything(cfg.run.seed, verbose=False)
     tok = load_tokenizer(init_dir)
     verifier = make_verifier(task.verifier, cfg.data.verifier_options, purpose="rl")
-    heldout = _cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
+    heldout = cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
     heldout_prompts = encode_prompts(heldout, tok, cfg.data)
     eval_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
     dm = PromptDataModule(task, tok, cfg.data, cfg.run.seed)
@@ -252,17 +244,6 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     trainer.strategy.barrier()
     log(f"RL done: {module.iteration} iterations in {time.perf_counter() - t0:.0f} s -> {paths.final_model}")
     return paths.final_model, heldout_eval.results
-
-
-def save_policy(model, tokenizer, folder: Path, is_rank_zero: bool) -> None:
-    """Write the (possibly sharded) policy as a HF folder; every rank must call it (gathers under FSDP)."""
-    from kimi_rl.rollout.weights import full_state_dict_for_engine
-
-    state = full_state_dict_for_engine(model)
-    if is_rank_zero:
-        folder.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(folder), state_dict=state)
-        tokenizer.save_pretrained(str(folder))
 
 
 def resume_path(cfg: Config, paths: RunPaths) -> str | None:

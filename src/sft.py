@@ -101,8 +101,9 @@ class SFTDataModule(L.LightningDataModule):
 
 def response_nll(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of the masked tokens: -(1/|M|) sum_{t in M} log p(x_t | x_<t)."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V]
-    tok = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+    from kimi_rl.modeling import shifted_token_logprobs
+
+    tok = shifted_token_logprobs(logits, input_ids)  # [B, T-1]
     mask = loss_mask[:, 1:].float()  # [B, T-1]
     return -(tok * mask).sum() / mask.sum().clamp(min=1.0)
 

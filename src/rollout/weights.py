@@ -5,6 +5,8 @@ attribute) and always names the output layer, tied or not (vLLM keeps a stale on
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -62,6 +64,15 @@ def tie_output_layer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             f"keys start with {sorted(state)[:3]}"
         )
     return {**state, "lm_head.weight": state[shared[0]]}
+
+
+def save_policy(model, tokenizer, folder: Path, is_rank_zero: bool) -> None:
+    """Write the (possibly sharded) policy as a HF folder; every rank must call it (gathers under FSDP)."""
+    state = full_state_dict_for_engine(model)
+    if is_rank_zero:
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(folder), state_dict=state)
+        tokenizer.save_pretrained(str(folder))
 
 
 def full_state_dict_for_engine(
