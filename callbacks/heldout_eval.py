@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from kimi_rl.evaluate import EvalResult, LevelStats
+from kimi_rl.eval.evaluate import EvalResult, LevelStats
 from kimi_rl.rollout.worker import RolloutWorker
 
 

@@ -21,8 +21,8 @@ COMMANDS = {
 
 
 def cmd_sft(overrides: list[str]) -> int:
-    from kimi_rl.config_loader import load_config
-    from kimi_rl.evaluate import format_table
+    from kimi_rl.config.loader import load_config
+    from kimi_rl.eval.evaluate import format_table
     from kimi_rl.pipeline import base_model, evaluate_folder, log, prepare, run_sft, write_eval
 
     cfg = load_config(overrides)
@@ -40,8 +40,8 @@ def cmd_sft(overrides: list[str]) -> int:
 
 
 def cmd_train(overrides: list[str]) -> int:
-    from kimi_rl.config_loader import load_config
-    from kimi_rl.evaluate import format_table
+    from kimi_rl.config.loader import load_config
+    from kimi_rl.eval.evaluate import format_table
     from kimi_rl.pipeline import base_model, log, prepare, run_rl, run_sft, write_eval
 
     cfg = load_config(overrides)
@@ -61,23 +61,23 @@ def cmd_train(overrides: list[str]) -> int:
 
 
 def cmd_eval(overrides: list[str]) -> int:
-    """``kimi-rl eval [models=NAME:PATH,...] [split=heldout|all] [overrides]`` (see kimi_rl.eval_cmd)."""
-    from kimi_rl.eval_cmd import run_eval
+    """``kimi-rl eval [models=NAME:PATH,...] [split=heldout|all] [overrides]`` (see kimi_rl.eval.command)."""
+    from kimi_rl.eval.command import run_eval
 
     return run_eval(overrides)
 
 
 def cmd_import_smollm2(overrides: list[str]) -> int:
     """``kimi-rl import-smollm2 [OUT]``: the folder conf/model/smollm2.yaml points at."""
-    from kimi_rl.import_smollm2 import main as import_main
+    from kimi_rl.models.import_smollm2 import main as import_main
 
     return import_main(overrides or ["runs/models/smollm2"])
 
 
 def cmd_merge(args: list[str]) -> int:
     """``kimi-rl merge LONG SHORT OUT [WEIGHT]``: ``WEIGHT * long + (1 - WEIGHT) * short`` into OUT."""
-    from kimi_rl.long2short import merge_models
-    from kimi_rl.modeling import check_model_folder
+    from kimi_rl.long2short.methods import merge_models
+    from kimi_rl.models.modeling import check_model_folder
 
     if len(args) not in (3, 4):
         raise ConfigError(f"merge takes LONG SHORT OUT [WEIGHT] (model folders, weight of LONG), got {args}")
@@ -103,32 +103,32 @@ def cmd_bench(overrides: list[str]) -> int:
 
 
 def cmd_difficulty(overrides: list[str]) -> int:
-    """``kimi-rl difficulty [overrides] [difficulty.KEY=VALUE]`` (see kimi_rl.difficulty)."""
-    from kimi_rl.difficulty import run_difficulty
+    """``kimi-rl difficulty [overrides] [difficulty.KEY=VALUE]`` (see kimi_rl.eval.difficulty)."""
+    from kimi_rl.eval.difficulty import run_difficulty
 
     return run_difficulty(overrides)
 
 
 def cmd_make_tests(overrides: list[str]) -> int:
-    """``kimi-rl make-tests [make_tests.KEY=VALUE ...]`` (see kimi_rl.make_tests)."""
-    from kimi_rl.make_tests import run_make_tests
+    """``kimi-rl make-tests [make_tests.KEY=VALUE ...]`` (see kimi_rl.data.make_tests)."""
+    from kimi_rl.data.make_tests import run_make_tests
 
     return run_make_tests(overrides)
 
 
 def cmd_curate(overrides: list[str]) -> int:
-    """``kimi-rl curate [overrides] [curate.KEY=VALUE ...]`` (see kimi_rl.curate)."""
-    from kimi_rl.curate import run_curate
+    """``kimi-rl curate [overrides] [curate.KEY=VALUE ...]`` (see kimi_rl.data.curate)."""
+    from kimi_rl.data.curate import run_curate
 
     return run_curate(overrides)
 
 
 def cmd_long2short(overrides: list[str]) -> int:
-    """``kimi-rl long2short [overrides] [long2short.KEY=VALUE]`` (see kimi_rl.long2short_stages)."""
-    from kimi_rl.config_loader import load_config
-    from kimi_rl.evaluate import format_table
-    from kimi_rl.long2short_report import format_rows
-    from kimi_rl.long2short_stages import run_long2short
+    """``kimi-rl long2short [overrides] [long2short.KEY=VALUE]`` (see kimi_rl.long2short.stages)."""
+    from kimi_rl.config.loader import load_config
+    from kimi_rl.eval.evaluate import format_table
+    from kimi_rl.long2short.report import format_rows
+    from kimi_rl.long2short.stages import run_long2short
     from kimi_rl.pipeline import log
 
     cfg = load_config(overrides)

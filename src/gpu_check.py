@@ -99,7 +99,7 @@ def killed_and_resumed(args: list[str], run_dir: Path, timeout: float) -> dict:
 
 def param_count(model: dict) -> int:
     from kimi_rl.config import ModelConfig
-    from kimi_rl.modeling import build_tiny_model
+    from kimi_rl.models.modeling import build_tiny_model
 
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / "kimi_rl_gpu_check_count"
     built = build_tiny_model(ModelConfig(**model), folder)
@@ -146,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     def gpu_tests():
         candidates = [Path(__file__).resolve().parents[1], Path(os.environ.get("KIMI_RL_CONF", ".")).resolve().parent,
                       Path.cwd()]  # the repository: beside src/, beside conf/, or here (make gpu-check)
-        tests = next((c / "tests" for c in candidates if (c / "tests" / "test_device.py").is_file()), None)
-        if tests is None:
-            raise RuntimeError(f"tests/test_device.py not found beside {[str(c) for c in candidates]}")
-        res = subprocess.run([sys.executable, "-m", "pytest", str(tests / "test_device.py"), "-q", "-p",
+        device_tests = Path("tests") / "rl" / "test_device.py"
+        test_file = next((c / device_tests for c in candidates if (c / device_tests).is_file()), None)
+        if test_file is None:
+            raise RuntimeError(f"{device_tests} not found beside {[str(c) for c in candidates]}")
+        res = subprocess.run([sys.executable, "-m", "pytest", str(test_file), "-q", "-p",
                               "no:cacheprovider"], capture_output=True, text=True, timeout=300)
         (out / "gpu_tests.log").write_text(res.stdout + res.stderr)
         last = (res.stdout.strip().splitlines() or [""])[-1]

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from kimi_rl.config import Config, ConfigError
-from kimi_rl.config_loader import save_config
-from kimi_rl.evaluate import cap_per_level
-from kimi_rl.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer, model_context
+from kimi_rl.config.loader import save_config
+from kimi_rl.eval.evaluate import cap_per_level
+from kimi_rl.models.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer, model_context
 from kimi_rl.rollout.weights import save_policy  # noqa: F401  (kimi_rl.pipeline.save_policy, as before)
 from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, mark_done
 from kimi_rl.tasks import PromptLimit, TaskData, load_task
@@ -39,7 +39,7 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
         resume_path(cfg, paths)  # a bad checkpoint fails now, not after the warm-up (run_rl resolves it again)
     task = load_task(cfg.data, cfg.run.seed, prompt_limit(cfg))
     check_verifier(task.verifier, cfg.data.verifier_options, "rl" if cfg.rl.enabled else "eval")
-    from kimi_rl.sampling import SAMPLERS
+    from kimi_rl.rl.sampling import SAMPLERS
 
     try:  # e.g. a curriculum stage naming a level the data lacks: fail now, not after the warm-up
         SAMPLERS.get(cfg.data.sampler)([p.difficulty for p in task.train], cfg.data, cfg.run.seed)
@@ -67,7 +67,7 @@ def prompt_limit(cfg: Config) -> PromptLimit | None:
             return None
         source, tokenizer = f"max_position_embeddings={context} of {cfg.model.path}", load_tokenizer(cfg.model.path)
     else:
-        from kimi_rl.tokenizer import build_char_tokenizer
+        from kimi_rl.models.tokenizer import build_char_tokenizer
 
         context, tokenizer = cfg.model.max_position_embeddings, build_char_tokenizer()
         source = f"model.max_position_embeddings={context}"
@@ -162,8 +162,8 @@ def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
 
 def evaluate_folder(cfg: Config, model_dir: Path, task: TaskData, name: str):
     """Held-out evaluation with the configured engine; returns an EvalResult."""
-    from kimi_rl.evaluate import evaluate
-    from kimi_rl.prompts import encode_prompts
+    from kimi_rl.eval.evaluate import evaluate
+    from kimi_rl.data.prompts import encode_prompts
     from kimi_rl.rewards import make_verifier
     from kimi_rl.rollout import open_engine
 
@@ -194,9 +194,9 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
 
     from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, PartialRollout, SampleLogger, SaveHFModel,
                                    WeightSync)
-    from kimi_rl.datamodule import PromptDataModule
-    from kimi_rl.module import KimiRLModule
-    from kimi_rl.prompts import encode_prompts
+    from kimi_rl.rl.datamodule import PromptDataModule
+    from kimi_rl.rl.module import KimiRLModule
+    from kimi_rl.data.prompts import encode_prompts
     from kimi_rl.rewards import make_verifier
     from kimi_rl.rl.schedule import RecipeSchedule
     from kimi_rl.rollout.worker import RolloutWorker

@@ -101,7 +101,7 @@ class SFTDataModule(L.LightningDataModule):
 
 def response_nll(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of the masked tokens: -(1/|M|) sum_{t in M} log p(x_t | x_<t)."""
-    from kimi_rl.modeling import shifted_token_logprobs
+    from kimi_rl.models.modeling import shifted_token_logprobs
 
     tok = shifted_token_logprobs(logits, input_ids)  # [B, T-1]
     mask = loss_mask[:, 1:].float()  # [B, T-1]

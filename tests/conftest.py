@@ -29,7 +29,7 @@ def _threads():
 def tiny_model_dir(tmp_path_factory):
     """A freshly initialised 2-layer Qwen2 + character tokenizer HF folder."""
     from kimi_rl.config import ModelConfig
-    from kimi_rl.modeling import build_tiny_model
+    from kimi_rl.models.modeling import build_tiny_model
 
     folder = tmp_path_factory.mktemp("tiny_model")
     return build_tiny_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2,

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from kimi_rl.config import ConfigError, DataConfig, SFTConfig, TrainerConfig
-from kimi_rl.modeling import check_model_folder, load_model, load_tokenizer
+from kimi_rl.models.modeling import check_model_folder, load_model, load_tokenizer
 from kimi_rl.pipeline import save_policy
 from kimi_rl.sft import SFTDataModule, SFTModule, bucket_batches, collate, response_nll, warmup_cosine
 from kimi_rl.tasks.arithmetic import make_problems
@@ -86,7 +86,7 @@ def test_sft_through_real_trainer_lowers_loss_and_writes_hf_folder(tiny_model_di
 
 
 def test_sft_cache_key_ignores_rl_only_data_keys(tmp_path):
-    from kimi_rl.config_loader import load_config
+    from kimi_rl.config.loader import load_config
     from kimi_rl.pipeline import sft_key
 
     key = sft_key(load_config([]), tmp_path)

@@ -4,6 +4,12 @@ Not from the paper (its prompts are unpublished); the same builder serves RL and
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # kimi_rl.config imports this package's siblings: annotations only
+    from kimi_rl.config import DataConfig
+    from kimi_rl.tasks.base import Problem
+
 
 def build_prompt(question: str, template: str, tokenizer, use_chat_template: bool = True) -> list[int]:
     """Token ids of ``template.format(question=question)``, wrapped as one user turn with the
@@ -25,3 +31,9 @@ def build_prompt(question: str, template: str, tokenizer, use_chat_template: boo
         )
         return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     return list(tokenizer(text)["input_ids"])
+
+
+def encode_prompts(problems: Sequence["Problem"], tokenizer, data: "DataConfig") -> list[list[int]]:
+    """Prompt token ids per problem; chat-formatted when the tokenizer has a chat template
+    and ``data.use_chat_template`` (the built-in character tokenizer has none)."""
+    return [build_prompt(p.question, data.prompt_template, tokenizer, data.use_chat_template) for p in problems]

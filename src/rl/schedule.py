@@ -6,7 +6,7 @@ iteration (paper 2.4: from ``phase.long2short_at_iteration`` on, a much smaller 
 weight). No callback mutates another: the rollout callback asks the schedule with the module's
 iteration, so a resumed run (whose iteration comes from the checkpoint) gets exactly the settings an
 uninterrupted run had. The curriculum stage is the sampler's own function of the same number
-(``kimi_rl.sampling.stage_at``).
+(``kimi_rl.rl.sampling.stage_at``).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class IterationSettings:
 def shortened(cfg: RolloutConfig, max_response_tokens: int) -> RolloutConfig:
     """``cfg`` with the response cap lowered to ``max_response_tokens`` (never raised); a partial-rollout
     ``segment_tokens`` above the new cap is lowered with it, so the config stays valid (long2short RL as a
-    separate run: ``kimi_rl.long2short_stages``)."""
+    separate run: ``kimi_rl.long2short.stages``)."""
     cap, segment = _short_cap(cfg.max_response_tokens, cfg.segment_tokens, max_response_tokens)
     if cap == cfg.max_response_tokens and segment == cfg.segment_tokens:
         return cfg

@@ -28,8 +28,8 @@ class EngineFactory(Protocol):
 
 
 ENGINES: Registry[EngineFactory] = Registry("rollout engine")
-ENGINES.register_lazy("vllm", "kimi_rl.rollout.vllm_engine:VLLMEngine")
-ENGINES.register_lazy("hf", "kimi_rl.rollout.hf_engine:HFEngine")
+ENGINES.register_lazy("vllm", "kimi_rl.rollout.engines.vllm:VLLMEngine")
+ENGINES.register_lazy("hf", "kimi_rl.rollout.engines.hf:HFEngine")
 
 
 def _fallback_hint(name: str, error: BaseException | None = None) -> str:

@@ -23,7 +23,7 @@ from kimi_rl.tasks.base import Problem
 
 
 class PromptSource(Protocol):
-    """Where the worker's prompts come from (``kimi_rl.datamodule.PromptDataModule``)."""
+    """Where the worker's prompts come from (``kimi_rl.rl.datamodule.PromptDataModule``)."""
 
     sampler: Any
 
@@ -66,7 +66,7 @@ class RolloutWorker:
         """Load the tokenizer and start the engine on this rank's device (seed + rank); no-op when open."""
         if self.engine is not None:
             return
-        from kimi_rl.modeling import eos_ids, load_tokenizer
+        from kimi_rl.models.modeling import eos_ids, load_tokenizer
         from kimi_rl.rollout import build_engine
 
         self.tokenizer = load_tokenizer(self.model_dir)
@@ -129,7 +129,7 @@ class RolloutWorker:
         m.update({f"rollout/{k}": v for k, v in self.buffer.stats(iteration).items()})
         m.update({f"data/{k}": float(v) for k, v in source.sampler.stats().items()})
         if groups:
-            from kimi_rl.metrics import quantile
+            from kimi_rl.eval.metrics import quantile
 
             lengths = sorted(len(t.response_ids) for g in groups for t in g.trajectories)
             rewards = [t.reward for g in groups for t in g.trajectories]
@@ -166,7 +166,7 @@ class RolloutWorker:
                  max_tokens: int):
         """This rank's held-out ``EvalResult`` with the rollout engine and verifier (no sleep after it: a
         rollout follows before any training)."""
-        from kimi_rl.evaluate import evaluate
+        from kimi_rl.eval.evaluate import evaluate
 
         self.engine.wake_up()
         return evaluate(self.engine, self.tokenizer, problems, prompts, self.verifier, samples, temperature,

@@ -100,7 +100,7 @@ def drop_long_prompts(problems: Sequence[Problem], data: DataConfig, limit: Prom
     a prompt has at most the empty prompt's tokens + 2 per byte of the question (+ slack)."""
     from kimi_rl.data.files import DataFileError, SkippedRow
     from kimi_rl.data.prompts import build_prompt
-    from kimi_rl.prompts import encode_prompts
+    from kimi_rl.data.prompts import encode_prompts
 
     base = len(build_prompt("", data.prompt_template, limit.tokenizer, data.use_chat_template))
     maybe = [p for p in problems if base + 2 * len(p.question.encode()) + 8 > limit.max_tokens]

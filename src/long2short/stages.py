@@ -1,0 +1,264 @@
+"""The long2short stage (k1.5 section 2.4): four short models from a run's long-CoT model, all evaluated.
+
+Departs from the paper: the "short" model of merging is the run's SFT warm-up model; the samples of the
+long-CoT model are drawn once and feed both shortest rejection sampling and DPO; (b) fine-tunes the
+merged model on the shortest correct responses (merge + shortest rejection sampling).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from kimi_rl.config import Config, ConfigError, SFTConfig
+from kimi_rl.config.tools import Long2ShortConfig
+from kimi_rl.long2short.methods import Sample, dpo_rows, merge_models, shortest_rejection_sampling
+from kimi_rl.runs import DONE, RunPaths, config_hash, is_done, mark_done
+from kimi_rl.tasks import TaskData
+from kimi_rl.tasks.base import Problem
+
+# ---------------------------------------------------------------- shortest rejection sampling + SFT
+
+
+def pick_problems(problems: Sequence[Problem], k: int, seed: int) -> list[Problem]:
+    """``k`` problems drawn without replacement (all of them when there are fewer), in a seeded order."""
+    return random.Random(f"long2short-{seed}").sample(list(problems), min(k, len(problems)))
+
+
+def run_rows_sft(init_dir: str | Path, rows: Sequence[dict], out_dir: str | Path, cfg: Config,
+                 log_root: str | Path, steps: int = 40, lr: float = 5e-4, tokens_per_step: int = 4096) -> Path:
+    """Fine-tune ``init_dir`` on SFT rows ``{"question", "response"}`` with ``SFTModule`` (loss on response
+    tokens); writes the HF folder ``out_dir`` and TensorBoard scalars under ``log_root/tb/sft``."""
+    import lightning as L
+
+    from kimi_rl.long2short.data import ResponseSFTDataModule
+    from kimi_rl.models.modeling import load_model, load_tokenizer
+    from kimi_rl.pipeline import log
+    from kimi_rl.rollout.weights import save_policy
+    from kimi_rl.sft import SFTModule
+    from kimi_rl.trainer_factory import build_trainer, set_threads
+
+    set_threads(cfg.trainer)
+    L.seed_everything(cfg.run.seed, verbose=False)
+    sft = SFTConfig(max_steps=steps, tokens_per_step=tokens_per_step, lr=lr, warmup_steps=min(5, steps),
+                    log_every=1)
+    tok = load_tokenizer(init_dir)
+    module = SFTModule(load_model(init_dir, cfg.model.dtype), sft)
+    dm = ResponseSFTDataModule(rows, tok, cfg.data, tokens_per_step, cfg.run.seed)
+    trainer = build_trainer(cfg.trainer, Path(log_root), "sft", steps, [], log_every_n_steps=1,
+                            enable_progress_bar=False)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    save_policy(module.model, tok, Path(out_dir), trainer.is_global_zero)
+    trainer.strategy.barrier()
+    log(f"SFT on {len(rows)} rows: {steps} steps in {time.perf_counter() - t0:.0f} s -> {out_dir}")
+    return Path(out_dir)
+
+
+# ---------------------------------------------------------------- the four methods
+
+
+@dataclass
+class ScoredProblems:
+    problems: list[Problem]
+    samples: list[list[Sample]]
+    """``samples[i]``: the n scored responses to ``problems[i]``."""
+
+
+@dataclass
+class Long2ShortRun:
+    """What the methods share: the config, the two input models, and the long model's samples."""
+
+    cfg: Config
+    opts: Long2ShortConfig
+    task: TaskData
+    long_dir: Path
+    short_dir: Path
+    scored: Optional[ScoredProblems] = None
+
+    @property
+    def root(self) -> Path:
+        return RunPaths(self.cfg.run.dir, self.cfg.run.name).root / "long2short"
+
+    def method_paths(self, method: str) -> RunPaths:
+        """``runs/<name>/long2short/<method>/``: the model is its ``final_model``, logs its ``tb``."""
+        return RunPaths(self.cfg.run.dir, f"{self.cfg.run.name}/long2short/{method}")
+
+    def key(self, method: str, *extra) -> str:
+        """What a method's result depends on: both input models' files, the config sections that shape
+        training data and updates (not ``eval``), and ``extra``."""
+        c = self.cfg
+        return config_hash(method, _fingerprint(self.long_dir), _fingerprint(self.short_dir), c.run.seed, c.model,
+                           c.data, c.rollout, c.algo, c.phase, c.trainer.precision, *extra)
+
+    def long_samples(self) -> ScoredProblems:
+        """n scored samples per picked training problem from the long-CoT model (drawn once)."""
+        if self.scored is None:
+            from kimi_rl.long2short.data import sample_scored, write_jsonl
+
+            o = self.opts
+            problems = pick_problems(self.task.train, o.problems, self.cfg.run.seed)
+            samples = sample_scored(self.long_dir, problems, self.cfg, self.task.verifier, o.samples_per_problem,
+                                    o.temperature, self.cfg.rollout.max_response_tokens)
+            self.scored = ScoredProblems(problems, samples)
+            write_jsonl([{"uid": p.uid, "question": p.question, "samples": [vars(s) for s in ss]}
+                         for p, ss in zip(problems, samples)], self.root / "samples.jsonl")
+        return self.scored
+
+
+def _fingerprint(folder: Path) -> list:
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file())
+
+
+def _cached(folder: Path, key: str) -> bool:
+    return is_done(folder) and json.loads((folder / DONE).read_text() or "{}").get("key") == key
+
+
+def _require_data(count: int, what: str, opts: Long2ShortConfig) -> None:
+    if count == 0:
+        raise ConfigError(f"long2short.problems: 0 {what} from {opts.problems} problems x "
+                          f"{opts.samples_per_problem} samples; raise long2short.problems or "
+                          f"long2short.samples_per_problem, or train the long model further")
+
+
+def build_merge(run: Long2ShortRun) -> Path:
+    """(a) ``merge_weight * long + (1 - merge_weight) * SFT warm-up``."""
+    out, key = run.method_paths("merge").final_model, run.key("merge", run.opts.merge_weight)
+    if not _cached(out, key):
+        merge_models(run.long_dir, run.short_dir, out, run.opts.merge_weight)
+        mark_done(out, {"key": key})
+    return out
+
+
+def build_merge_srs(run: Long2ShortRun) -> Path:
+    """(b) the merged model fine-tuned on the long model's shortest correct responses."""
+    from kimi_rl.long2short.data import write_jsonl
+
+    o, paths = run.opts, run.method_paths("merge_srs")
+    merged = build_merge(run)
+    key = run.key("merge_srs", o.merge_weight, o.problems, o.samples_per_problem, o.temperature, o.sft_steps,
+                  o.sft_lr, o.sft_tokens_per_step)
+    if not _cached(paths.final_model, key):
+        scored = run.long_samples()
+        srs = shortest_rejection_sampling(scored.problems, scored.samples)
+        write_jsonl(srs.rows, paths.root / "srs.jsonl")
+        _require_data(len(srs.rows), "SFT rows (no problem had a correct sample)", run.opts)
+        run_rows_sft(merged, srs.rows, paths.final_model, run.cfg, paths.root, o.sft_steps, o.sft_lr,
+                     o.sft_tokens_per_step)
+        mark_done(paths.final_model, {"key": key, "rows": len(srs.rows),
+                                      "skipped_no_correct": srs.skipped_no_correct})
+    return paths.final_model
+
+
+def build_dpo(run: Long2ShortRun) -> Path:
+    """(c) DPO of the long model (also the reference) on shortest-correct vs longer responses."""
+    from kimi_rl.long2short.dpo import run_dpo
+    from kimi_rl.long2short.data import write_jsonl
+
+    o, paths = run.opts, run.method_paths("dpo")
+    key = run.key("dpo", o.problems, o.samples_per_problem, o.temperature, o.dpo_ratio, o.dpo_beta, o.dpo_lr,
+                  o.dpo_steps, o.dpo_pairs_per_step)
+    if not _cached(paths.final_model, key):
+        scored = run.long_samples()
+        pairs = dpo_rows(scored.problems, scored.samples, o.dpo_ratio)
+        write_jsonl(pairs.rows, paths.root / "pairs.jsonl")
+        _require_data(len(pairs.rows), "DPO pairs (no problem had a correct and a longer sample)", run.opts)
+        run_dpo(run.long_dir, pairs.rows, paths.final_model, run.cfg, paths.root, o.dpo_beta, o.dpo_lr,
+                o.dpo_steps, o.dpo_pairs_per_step)
+        mark_done(paths.final_model, {"key": key, "pairs": len(pairs.rows),
+                                      "skipped_no_pairs": pairs.skipped_no_pairs})
+    return paths.final_model
+
+
+def long2short_rl_config(cfg: Config, opts: Long2ShortConfig) -> Config:
+    """The config of (d): RL from the long model with the length reward on from the first iteration at
+    ``phase.long2short_len_reward_weight`` and responses capped at ``phase.long2short_max_response_tokens``."""
+    from kimi_rl.rl.schedule import shortened
+
+    return dataclasses.replace(
+        cfg,
+        run=dataclasses.replace(cfg.run, name=f"{cfg.run.name}/long2short/rl", resume=None),
+        algo=dataclasses.replace(cfg.algo, len_reward_weight=cfg.phase.long2short_len_reward_weight,
+                                 len_warmup_iterations=0, len_schedule="constant"),
+        rollout=dataclasses.replace(shortened(cfg.rollout, cfg.phase.long2short_max_response_tokens),
+                                    prompts_per_iteration=opts.rl_prompts_per_iteration),
+        rl=dataclasses.replace(cfg.rl, iterations=opts.rl_iterations, checkpoint_every=0, eval_every=0),
+        # run_rl's own before/after check stays small: all models are evaluated alike afterwards
+        eval=dataclasses.replace(cfg.eval, samples=1, max_problems_per_level=2),
+    )
+
+
+def build_rl(run: Long2ShortRun) -> Path:
+    """(d) long2short RL: a second RL phase from the long-CoT model."""
+    from kimi_rl.pipeline import run_rl
+
+    paths = run.method_paths("rl")
+    key = run.key("rl", run.opts.rl_iterations, run.opts.rl_prompts_per_iteration)
+    if not _cached(paths.final_model, key):
+        run_rl(long2short_rl_config(run.cfg, run.opts), paths, run.task, run.long_dir)
+        info = json.loads((paths.final_model / DONE).read_text() or "{}")
+        mark_done(paths.final_model, {**info, "key": key})
+    return paths.final_model
+
+
+BUILDERS = {"merge": build_merge, "merge_srs": build_merge_srs, "dpo": build_dpo, "rl": build_rl}
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def input_models(cfg: Config) -> tuple[Path, Path]:
+    """The run's long-CoT model (``runs/<name>/final_model``) and its cached SFT warm-up model (the
+    short one; the base model when ``sft.enabled`` is false). Raises ConfigError when one is missing."""
+    from kimi_rl.pipeline import base_model, sft_key
+
+    paths = RunPaths(cfg.run.dir, cfg.run.name)
+    if not is_done(paths.final_model):
+        raise ConfigError(f"run.name={cfg.run.name}: no finished long-CoT model at {paths.final_model}; "
+                          f"run `kimi-rl train` (make train) with the same overrides first")
+    base = base_model(cfg, paths)
+    if not cfg.sft.enabled:
+        return paths.final_model, base
+    warmup = paths.sft_cache(sft_key(cfg, base))
+    if not is_done(warmup):
+        raise ConfigError(f"sft: no cached SFT warm-up model for this config at {warmup}; run `kimi-rl train` "
+                          f"with the same data/model/sft overrides first")
+    return paths.final_model, warmup / "model"
+
+
+def run_long2short(cfg: Config, opts: Long2ShortConfig, long_dir: Optional[Path] = None,
+                   short_dir: Optional[Path] = None):
+    """Build ``opts.methods`` from the run's long-CoT model into ``runs/<name>/long2short/<method>/``
+    (finished ones are reused while their inputs and settings are unchanged), evaluate the long model and
+    each short one on the held-out split, and write the table and plot; returns the Long2ShortReport.
+
+    ``long_dir`` / ``short_dir`` replace the run's models (``input_models``) when both are given."""
+    from omegaconf import OmegaConf
+
+    from kimi_rl.config.loader import save_config
+    from kimi_rl.long2short.report import write_report
+    from kimi_rl.pipeline import evaluate_folder, log
+    from kimi_rl.tasks import load_task
+
+    if cfg.trainer.devices * cfg.trainer.num_nodes > 1:
+        raise ConfigError("trainer.devices: long2short runs in one process; use trainer.devices=1")
+    if long_dir is None or short_dir is None:
+        long_dir, short_dir = input_models(cfg)
+    run = Long2ShortRun(cfg, opts, load_task(cfg.data, cfg.run.seed), long_dir, short_dir)
+    save_config(cfg, run.root / "config.yaml")
+    (run.root / "long2short.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(opts)))
+    log(f"long2short: long model {long_dir}, short (SFT warm-up) model {short_dir} -> {run.root}")
+    models, details = {"long": long_dir}, {}
+    for method in opts.methods:
+        t0 = time.perf_counter()
+        models[method] = BUILDERS[method](run)
+        details[method] = json.loads((models[method] / DONE).read_text() or "{}")
+        log(f"long2short: {method} ready in {time.perf_counter() - t0:.0f} s: {models[method]}")
+    eval_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(
+        cfg.eval, max_problems_per_level=opts.eval_max_problems_per_level or cfg.eval.max_problems_per_level))
+    results = {name: evaluate_folder(eval_cfg, folder, run.task, name) for name, folder in models.items()}
+    return write_report(run.root, models, results, details)

@@ -1,0 +1,1 @@
+"""Rollout engines (``rollout.engine``): vLLM in-process (``vllm``), transformers generate (``hf``)."""
