@@ -16,7 +16,7 @@ COMMANDS = {
     "difficulty": "label a problem file's difficulty by a model's pass rate over n samples [difficulty.KEY=VALUE]",
     "make-tests": "tests for code problems from generators, judged by reference submissions [make_tests.KEY=VALUE]",
     "curate": "drop easy-to-hack problems: the model guesses the answer without CoT [curate.KEY=VALUE]",
-    "bench": "benchmarks: partial vs full rollouts, sandbox starts/s [KEY=VALUE, sandbox.KEY=VALUE]",
+    "bench": "benchmarks: partial vs full rollouts, sandbox starts/s [bench.KEY=VALUE]",
 }
 
 
@@ -96,7 +96,7 @@ def cmd_merge(args: list[str]) -> int:
 
 
 def cmd_bench(overrides: list[str]) -> int:
-    """``kimi-rl bench [KEY=VALUE ...] [sandbox.KEY=VALUE ...]`` (see kimi_rl.bench)."""
+    """``kimi-rl bench [bench.KEY=VALUE ...]`` (see kimi_rl.bench)."""
     from kimi_rl.bench import main as bench_main
 
     return bench_main(overrides)

@@ -5,7 +5,6 @@ tail is made by construction (a tiny model whose every token ends the response w
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import statistics
@@ -165,23 +164,8 @@ def format_results(full: RolloutLoop, partial: RolloutLoop) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="kimi-rl bench rollout", description=__doc__)
-    p.add_argument("--eos-prob", type=float, default=1 / 64, help="per-token probability of eos (geometric lengths)")
-    p.add_argument("--max-response-tokens", type=int, default=256)
-    p.add_argument("--segment-tokens", type=int, default=32, help="partial rollouts' segment")
-    p.add_argument("--prompts-per-iteration", type=int, default=16)
-    p.add_argument("--samples-per-prompt", type=int, default=4)
-    p.add_argument("--target-tokens", type=int, default=24000, help="each mode generates at least this many")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    p.add_argument("--hidden-size", type=int, default=128)
-    p.add_argument("--num-layers", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+def run(args) -> int:
+    """The rollout benchmark with the ``bench.*`` settings ``args`` (a ``BenchConfig``); prints its table."""
     import torch
 
     from kimi_rl.config import DataConfig, ModelConfig, RolloutConfig
@@ -224,4 +208,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from kimi_rl.config.loader import load_config
+
+    raise SystemExit(run(load_config(sys.argv[1:]).bench))

@@ -4,7 +4,6 @@ k1.5 (section 2.6.4) reports 120 container starts/s on 16 cores for its sandbox 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -88,16 +87,15 @@ def format_table(rows: Sequence[BenchRow], cores: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run(runs: int = 200, workers: int = 0, backends: Sequence[str] = ()) -> int:
+    """Time ``runs`` executions on each of ``backends`` ([]: every registered one) with ``workers`` at once
+    (0: one per core); prints the table; exit status 1 when any execution failed."""
     cores = os.cpu_count() or 1
-    parser = argparse.ArgumentParser(prog="kimi-rl bench sandbox", description=__doc__)
-    parser.add_argument("--runs", type=int, default=200, help="executions per backend")
-    parser.add_argument("--workers", type=int, default=cores, help="concurrent executions")
-    parser.add_argument("--backends", nargs="*", default=SANDBOXES.names(), help="backends to time")
-    args = parser.parse_args(argv)
-    rows = [bench_unsandboxed(args.runs, args.workers)]
-    rows += [bench_backend(name, args.runs, args.workers) for name in args.backends]
-    print(f"Sandboxed executions of a trivial Python program ({args.runs} runs, {args.workers} workers, "
+    workers = workers or cores
+    backends = list(backends) or SANDBOXES.names()
+    rows = [bench_unsandboxed(runs, workers)]
+    rows += [bench_backend(name, runs, workers) for name in backends]
+    print(f"Sandboxed executions of a trivial Python program ({runs} runs, {workers} workers, "
           f"{cores} cores here; the paper's figures are for 16 cores):")
     print(format_table(rows, cores))
     for row in rows[1:]:
@@ -107,4 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from kimi_rl.config.loader import load_config
+
+    opts = load_config(sys.argv[1:]).bench
+    raise SystemExit(run(opts.sandbox_runs, opts.sandbox_workers, opts.sandbox_backends))

@@ -11,7 +11,8 @@ from typing import Optional
 from kimi_rl.config.checks import (RESERVED_RUN_NAMES, ConfigError, _at_least, _check, _finite,  # noqa: F401
                                    _one_of, check_run_name)
 from kimi_rl.config.data import CurriculumStage, DataConfig, _check_template  # noqa: F401
-from kimi_rl.config.tools import CurateConfig, DifficultyConfig, Long2ShortConfig, MakeTestsConfig  # noqa: F401
+from kimi_rl.config.tools import (BenchConfig, CurateConfig, DifficultyConfig, Long2ShortConfig,  # noqa: F401
+                                  MakeTestsConfig)
 
 
 @dataclass
@@ -354,6 +355,7 @@ class Config:
     curate: CurateConfig = field(default_factory=CurateConfig)
     difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
     long2short: Long2ShortConfig = field(default_factory=Long2ShortConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def __post_init__(self) -> None:
         """Checks across sections (each section checked its own keys)."""

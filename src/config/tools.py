@@ -1,7 +1,8 @@
-"""Config sections of the commands beside training: ``make-tests``, ``curate``, ``difficulty``, ``long2short``.
+"""Config sections of the commands beside training: ``make-tests``, ``curate``, ``difficulty``, ``long2short``,
+``bench``.
 
-Each is a section of the one config (``make_tests.*``, ``curate.*``, ``difficulty.*``, ``long2short.*``), overridden
-like any other key; its keys and defaults are written here only."""
+Each is a section of the one config (``make_tests.*``, ``curate.*``, ``difficulty.*``, ``long2short.*``,
+``bench.*``), overridden like any other key; its keys and defaults are written here only."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -185,3 +186,41 @@ class Long2ShortConfig:
                               f"got {self.eval_max_problems_per_level}")
         if self.sft_tokens_per_step < 64:
             raise ConfigError(f"long2short.sft_tokens_per_step: must be >= 64, got {self.sft_tokens_per_step}")
+
+
+@dataclass
+class BenchConfig:
+    """``kimi-rl bench``: partial vs full rollouts (paper 2.6.2) on a tiny model with geometric response lengths,
+    and sandboxed executions per second (2.6.4); figures side by side in one run, never a pass/fail on a time."""
+
+    eos_prob: float = 1 / 64
+    """Rollouts: per-token probability of eos (lengths are geometric with mean 1 / eos_prob)."""
+    max_response_tokens: int = 256
+    """Rollouts: response cap."""
+    segment_tokens: int = 32
+    """Rollouts: the partial rollouts' segment."""
+    prompts_per_iteration: int = 16
+    samples_per_prompt: int = 4
+    target_tokens: int = 24000
+    """Rollouts: each mode generates at least this many tokens (the two modes interleaved)."""
+    threads: int = 0
+    """Rollouts: torch threads (0: all cores)."""
+    hidden_size: int = 128
+    """Rollouts: the tiny model's width."""
+    num_layers: int = 4
+    seed: int = 0
+    sandbox_runs: int = 50
+    """Sandbox: executions per backend."""
+    sandbox_workers: int = 0
+    """Sandbox: concurrent executions (0: one per core)."""
+    sandbox_backends: list[str] = field(default_factory=list)
+    """Sandbox: backends to time ([]: every registered one)."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "bench")
+        _check(0 < self.eos_prob < 1, "bench.eos_prob", f"must be in (0, 1), got {self.eos_prob}")
+        _at_least(self, "bench", 1, "max_response_tokens", "segment_tokens", "prompts_per_iteration",
+                  "samples_per_prompt", "target_tokens", "hidden_size", "num_layers", "sandbox_runs")
+        _at_least(self, "bench", 0, "threads", "seed", "sandbox_workers")
+        _check(self.segment_tokens <= self.max_response_tokens, "bench.segment_tokens",
+               f"{self.segment_tokens} is more than bench.max_response_tokens={self.max_response_tokens}")
