@@ -21,6 +21,8 @@ import traceback
 from pathlib import Path
 
 import torch
+from kimi_rl.config import ModelConfig
+from kimi_rl.models.modeling import build_tiny_model
 
 GPU_MODEL = {"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "num_kv_heads": 16, "intermediate_size": 4096,
              "max_position_embeddings": 1024}
@@ -98,9 +100,6 @@ def killed_and_resumed(args: list[str], run_dir: Path, timeout: float) -> dict:
 
 
 def param_count(model: dict) -> int:
-    from kimi_rl.config import ModelConfig
-    from kimi_rl.models.modeling import build_tiny_model
-
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / "kimi_rl_gpu_check_count"
     built = build_tiny_model(ModelConfig(**model), folder)
     from transformers import AutoConfig, AutoModelForCausalLM

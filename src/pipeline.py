@@ -16,6 +16,19 @@ from kimi_rl.models.modeling import build_tiny_model, check_model_folder, load_m
 from kimi_rl.rollout.weights import save_policy  # noqa: F401  (kimi_rl.pipeline.save_policy, as before)
 from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, mark_done
 from kimi_rl.tasks import PromptLimit, TaskData, load_task
+from kimi_rl.callbacks import HeldoutEval, IterationCheckpoint, PartialRollout, SampleLogger, SaveHFModel, WeightSync
+from kimi_rl.data.prompts import encode_prompts
+from kimi_rl.eval.evaluate import evaluate
+from kimi_rl.models.tokenizer import build_char_tokenizer
+from kimi_rl.rewards import make_verifier
+from kimi_rl.rl.datamodule import PromptDataModule
+from kimi_rl.rl.module import KimiRLModule
+from kimi_rl.rl.sampling import SAMPLERS
+from kimi_rl.rl.schedule import RecipeSchedule
+from kimi_rl.rollout import open_engine
+from kimi_rl.rollout.worker import RolloutWorker
+from kimi_rl.sft import SFTDataModule, SFTModule
+from kimi_rl.trainer_factory import build_trainer, set_threads
 
 
 BASE_FORMAT = 2
@@ -39,7 +52,6 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
         resume_path(cfg, paths)  # a bad checkpoint fails now, not after the warm-up (run_rl resolves it again)
     task = load_task(cfg.data, cfg.run.seed, prompt_limit(cfg))
     check_verifier(task.verifier, cfg.data.verifier_options, "rl" if cfg.rl.enabled else "eval")
-    from kimi_rl.rl.sampling import SAMPLERS
 
     try:  # e.g. a curriculum stage naming a level the data lacks: fail now, not after the warm-up
         SAMPLERS.get(cfg.data.sampler)([p.difficulty for p in task.train], cfg.data, cfg.run.seed)
@@ -67,8 +79,6 @@ def prompt_limit(cfg: Config) -> PromptLimit | None:
             return None
         source, tokenizer = f"max_position_embeddings={context} of {cfg.model.path}", load_tokenizer(cfg.model.path)
     else:
-        from kimi_rl.models.tokenizer import build_char_tokenizer
-
         context, tokenizer = cfg.model.max_position_embeddings, build_char_tokenizer()
         source = f"model.max_position_embeddings={context}"
     if context - response < 1:
@@ -88,8 +98,6 @@ def write_skipped_rows(paths: RunPaths, task: TaskData) -> Path:
 def check_verifier(name: str, options, purpose: str = "eval") -> None:
     """Build (and close) the verifier once at start: a bad name or option fails before any training,
     as one ConfigError naming ``data.verifier`` or ``data.verifier_options``."""
-    from kimi_rl.rewards import make_verifier
-
     try:
         verifier = make_verifier(name, options, purpose)
     except ConfigError:
@@ -135,8 +143,6 @@ def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
     if is_done(out):
         log(f"SFT warm-up: reusing cached {model_dir}")
         return model_dir
-    from kimi_rl.sft import SFTDataModule, SFTModule
-    from kimi_rl.trainer_factory import build_trainer, set_threads
 
     set_threads(cfg.trainer)
     import lightning as L
@@ -146,7 +152,6 @@ def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
     model = load_model(base, cfg.model.dtype)
     module = SFTModule(model, cfg.sft)
     dm = SFTDataModule(task.train, tok, cfg.data, cfg.sft, cfg.run.seed)
-    from kimi_rl.callbacks import SaveHFModel
 
     trainer = build_trainer(cfg.trainer, paths.root, "sft", cfg.sft.max_steps, [SaveHFModel(model_dir, tok)],
                             log_every_n_steps=cfg.sft.log_every)
@@ -162,11 +167,6 @@ def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
 
 def evaluate_folder(cfg: Config, model_dir: Path, task: TaskData, name: str):
     """Held-out evaluation with the configured engine; returns an EvalResult."""
-    from kimi_rl.eval.evaluate import evaluate
-    from kimi_rl.data.prompts import encode_prompts
-    from kimi_rl.rewards import make_verifier
-    from kimi_rl.rollout import open_engine
-
     tok = load_tokenizer(model_dir)
     problems = cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
     prompts = encode_prompts(problems, tok, cfg.data)
@@ -191,16 +191,6 @@ def write_eval(paths: RunPaths, results: dict, filename: str) -> Path:
 def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     """k1.5 RL from the HF folder ``init_dir``; returns (final model folder, HeldoutEval results)."""
     import lightning as L
-
-    from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, PartialRollout, SampleLogger, SaveHFModel,
-                                   WeightSync)
-    from kimi_rl.rl.datamodule import PromptDataModule
-    from kimi_rl.rl.module import KimiRLModule
-    from kimi_rl.data.prompts import encode_prompts
-    from kimi_rl.rewards import make_verifier
-    from kimi_rl.rl.schedule import RecipeSchedule
-    from kimi_rl.rollout.worker import RolloutWorker
-    from kimi_rl.trainer_factory import build_trainer, set_threads
 
     set_threads(cfg.trainer)
     L.seed_everything(cfg.run.seed, verbose=False)

@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from kimi_rl.config import DataConfig, SFTConfig
 from kimi_rl.tasks.arithmetic import make_trace
 from kimi_rl.tasks.base import Problem
+from kimi_rl.distributed import data_parallel_mesh, shard_model
+from kimi_rl.models.modeling import shifted_token_logprobs
 
 
 def bucket_batches(lengths: Sequence[int], tokens_per_step: int, rng: random.Random, pool: int = 2048) -> list[list[int]]:
@@ -101,8 +103,6 @@ class SFTDataModule(L.LightningDataModule):
 
 def response_nll(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of the masked tokens: -(1/|M|) sum_{t in M} log p(x_t | x_<t)."""
-    from kimi_rl.models.modeling import shifted_token_logprobs
-
     tok = shifted_token_logprobs(logits, input_ids)  # [B, T-1]
     mask = loss_mask[:, 1:].float()  # [B, T-1]
     return -(tok * mask).sum() / mask.sum().clamp(min=1.0)
@@ -126,8 +126,6 @@ class SFTModule(L.LightningModule):
         self._t0 = time.perf_counter()
 
     def configure_model(self) -> None:
-        from kimi_rl.distributed import data_parallel_mesh, shard_model
-
         mesh = data_parallel_mesh(self)
         if mesh is not None and not getattr(self, "_sharded", False):
             shard_model(self.model, mesh)

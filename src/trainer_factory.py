@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from kimi_rl.config import TrainerConfig
+from kimi_rl.runs import is_rank_zero
 
 
 def set_threads(cfg: TrainerConfig) -> int:
@@ -34,8 +35,6 @@ def build_strategy(cfg: TrainerConfig):
 
 def archive_events(folder: Path) -> Path | None:
     """Rank 0 renames ``folder`` to ``folder.<YYYYmmdd-HHMMSS>`` when it holds event files; returns the new path."""
-    from kimi_rl.runs import is_rank_zero
-
     if not is_rank_zero() or not folder.is_dir() or not any(folder.glob("events.out.tfevents.*")):
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(folder.stat().st_mtime))

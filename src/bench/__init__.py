@@ -7,14 +7,12 @@ Partial vs full rollouts (``kimi_rl.bench.rollout``, paper 2.6.2) and sandbox st
 from __future__ import annotations
 
 from typing import Optional, Sequence
+from kimi_rl.bench import rollout as bench_rollout, sandbox as sandbox_bench
+from kimi_rl.config.loader import load_config
 
 
 def main(overrides: Optional[Sequence[str]] = None) -> int:
     """Run both benchmarks and print their tables; the exit status is the worse of the two."""
-    from kimi_rl.bench import rollout as bench_rollout
-    from kimi_rl.bench import sandbox as sandbox_bench
-    from kimi_rl.config.loader import load_config
-
     opts = load_config(list(overrides or [])).bench
     print("== rollouts: partial vs full (paper 2.6.2)", flush=True)
     status = bench_rollout.run(opts)

@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from kimi_rl.eval.metrics import quantile
+from kimi_rl.config import DataConfig, ModelConfig, RolloutConfig
+from kimi_rl.data.prompts import encode_prompts
+from kimi_rl.models.modeling import build_tiny_model, eos_ids, load_model, load_tokenizer
+from kimi_rl.rollout import open_engine
+from kimi_rl.rollout.buffer import RolloutBuffer
+from kimi_rl.tasks.arithmetic import make_problems
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,6 @@ def bias_next_token(folder: Path, bias: TokenBias, channel_value: float = 1.0) -
     an ordinary Qwen2/Llama folder (vLLM and training load it as is). Returns ``h0``.
     """
     import torch
-
-    from kimi_rl.models.modeling import load_model
 
     model = load_model(folder, "float32")
     inner = model.model
@@ -94,8 +98,6 @@ class RolloutLoop:
     """
 
     def __init__(self, name: str, segment_tokens: Optional[int], work: Workload) -> None:
-        from kimi_rl.rollout.buffer import RolloutBuffer
-
         self.name, self.segment_tokens, self.work = name, segment_tokens, work
         self.buffer = RolloutBuffer()
         self.iteration_s: list[float] = []
@@ -167,12 +169,6 @@ def format_results(full: RolloutLoop, partial: RolloutLoop) -> str:
 def run(args) -> int:
     """The rollout benchmark with the ``bench.*`` settings ``args`` (a ``BenchConfig``); prints its table."""
     import torch
-
-    from kimi_rl.config import DataConfig, ModelConfig, RolloutConfig
-    from kimi_rl.models.modeling import build_tiny_model, eos_ids, load_tokenizer
-    from kimi_rl.data.prompts import encode_prompts
-    from kimi_rl.rollout import open_engine
-    from kimi_rl.tasks.arithmetic import make_problems
 
     threads = args.threads or (os.cpu_count() or 1)
     torch.set_num_threads(threads)  # before the engine: in-process vLLM makes it a no-op afterwards

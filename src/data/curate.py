@@ -13,6 +13,14 @@ from typing import Any, Callable, Optional, Sequence
 
 from kimi_rl.config import Config, ConfigError, CurateConfig
 from kimi_rl.tasks.base import Problem
+from kimi_rl.config.loader import load_config
+from kimi_rl.data.prompts import encode_prompts
+from kimi_rl.eval.difficulty import _atomic_write, count_correct, load_file_problems, read_rows, write_text_rows
+from kimi_rl.models.modeling import check_model_folder, load_tokenizer
+from kimi_rl.pipeline import log
+from kimi_rl.rewards import make_verifier
+from kimi_rl.rollout import open_engine
+from kimi_rl.tasks import DEFAULT_VERIFIER
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,6 @@ def guess_answers(engine, tokenizer, problems: Sequence[Problem], prompts: list[
                   progress: Callable[[int], Any] | None = None) -> list[Guesses]:
     """``opts.tries`` answer-only samples per problem of at most ``opts.max_tokens`` tokens, each verified
     (``difficulty.count_correct``: correct means score > 0.5)."""
-    from kimi_rl.eval.difficulty import count_correct
-
     recorder = _FirstRight(verifier)
     counts = count_correct(engine, tokenizer, problems, prompts, recorder, opts.tries, opts.temperature,
                            opts.max_tokens, top_p, opts.batch_problems, progress)
@@ -76,8 +82,6 @@ def dropped_rows(problems: Sequence[Problem], guesses: Sequence[Guesses]) -> lis
 def write_curated_file(src: Path, dst: Path, keep: Sequence[bool]) -> Path:
     """``src`` without the rows whose ``keep`` is False, in its format (JSON wrapper object and Parquet schema
     kept), through ``difficulty``'s readers and writers."""
-    from kimi_rl.eval.difficulty import _atomic_write, read_rows, write_text_rows
-
     if src.suffix.lower() != ".parquet":
         rows, wrapper = read_rows(src)
         if len(rows) != len(keep):
@@ -115,12 +119,6 @@ def sample_guesses(cfg: Config, model_dir: Path, problems: list[Problem], verifi
     ``data.verifier`` unless given; the engine, and the verifier when built here, are closed after use."""
     from tqdm import tqdm
 
-    from kimi_rl.models.modeling import load_tokenizer
-    from kimi_rl.data.prompts import encode_prompts
-    from kimi_rl.rewards import make_verifier
-    from kimi_rl.rollout import open_engine
-    from kimi_rl.tasks import DEFAULT_VERIFIER
-
     opts = cfg.curate
     tok = load_tokenizer(model_dir)
     prompts = encode_prompts(problems, tok, dataclasses.replace(cfg.data, prompt_template=opts.prompt_template))
@@ -140,9 +138,6 @@ def sample_guesses(cfg: Config, model_dir: Path, problems: list[Problem], verifi
 
 def curate(cfg: Config, verifier=None) -> CurateResult:
     """Drop the easy-to-hack rows of ``data.path``; write the curated copy and the JSON report."""
-    from kimi_rl.eval.difficulty import load_file_problems
-    from kimi_rl.models.modeling import check_model_folder
-
     opts = cfg.curate
     src, dst, report = output_paths(cfg)
     folder = opts.model or cfg.model.path
@@ -174,9 +169,6 @@ def format_dropped(result: CurateResult) -> str:
 
 def run_curate(words: Sequence[str]) -> int:
     """The ``kimi-rl curate`` command."""
-    from kimi_rl.config.loader import load_config
-    from kimi_rl.pipeline import log
-
     cfg = load_config(list(words))
     opts = cfg.curate
     output_paths(cfg)  # a wrong source or output stops here, before the log line

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from kimi_rl.config import Config, ConfigError, MakeTestsConfig
+from kimi_rl.config.loader import load_config
+from kimi_rl.eval.difficulty import _atomic_write, read_rows, write_text_rows
+from kimi_rl.sandbox import Limits, SANDBOXES, make_sandbox, parallel_map
 
 GENERATOR_DRIVER = '''\
 import contextlib, json, random, sys
@@ -169,8 +172,6 @@ def parse_problem(row: Any, where: str, default_uid: str, question_field: str = 
 
 def read_table_rows(path: Path) -> list[dict]:
     """Rows of a .jsonl / .json / .parquet file (``difficulty.read_rows`` for the text formats)."""
-    from kimi_rl.eval.difficulty import read_rows
-
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
@@ -182,8 +183,6 @@ def read_table_rows(path: Path) -> list[dict]:
 
 def write_table_rows(path: Path, rows: list[dict]) -> Path:
     """``rows`` to .jsonl / .json (``difficulty.write_text_rows``) or .parquet, atomically."""
-    from kimi_rl.eval.difficulty import _atomic_write, write_text_rows
-
     if path.suffix.lower() != ".parquet":
         return write_text_rows(path, rows, None, path.suffix.lower())
     import pyarrow as pa
@@ -234,8 +233,6 @@ def run_submissions(sandbox, submissions: Sequence[Submission], inputs: Sequence
                     workers: int) -> tuple[list[list[Optional[str]]], list[list[str]]]:
     """Every submission on every input, ``workers`` runs at once: (outputs[s][i] or None when the run failed,
     status[s][i]: ``ok``, or the failure's status and last stderr line)."""
-    from kimi_rl.sandbox import parallel_map
-
     argv = [sandbox.python, "-I", "-S", "main.py"]
     items = [(s, text) for s in submissions for text in inputs]
     results = parallel_map(lambda item, slot: sandbox.run({"main.py": item[0].code}, argv, item[1].encode(),
@@ -250,8 +247,6 @@ def run_submissions(sandbox, submissions: Sequence[Submission], inputs: Sequence
 def make_problem_tests(sandbox, problem: GeneratorProblem, opts: MakeTestsConfig,
                        workers: int) -> tuple[ProblemReport, Optional[dict]]:
     """Generate, run, judge one problem: its report, and its row with tests when kept."""
-    from kimi_rl.sandbox import Limits
-
     report = ProblemReport(uid=problem.uid)
     if len(problem.submissions) < opts.submissions:
         report.reason = (f"{len(problem.submissions)} submissions; the rules need "
@@ -326,8 +321,6 @@ def make_tests(cfg: Config, log=print) -> MakeTestsResult:
     to ``out``, the report (JSON) to ``report``."""
     import os
 
-    from kimi_rl.sandbox import SANDBOXES, make_sandbox
-
     opts = cfg.make_tests
     src, out, report_path = output_paths(opts)
     if opts.backend != "auto" and opts.backend not in SANDBOXES:
@@ -370,8 +363,6 @@ def format_table(reports: Sequence[ProblemReport], submissions: int) -> str:
 
 def run_make_tests(overrides: Sequence[str]) -> int:
     """The ``kimi-rl make-tests`` command."""
-    from kimi_rl.config.loader import load_config
-
     cfg = load_config(list(overrides))
     result = make_tests(cfg)
     print(format_table(result.problems, cfg.make_tests.submissions))

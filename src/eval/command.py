@@ -19,6 +19,17 @@ from typing import Sequence
 
 from kimi_rl.config import Config, ConfigError, DataConfig
 from kimi_rl.tasks.base import Problem
+from kimi_rl.config.loader import load_config
+from kimi_rl.data import DataFileError
+from kimi_rl.data.prompts import encode_prompts
+from kimi_rl.eval.evaluate import cap_per_level as cap, evaluate, format_summary, format_table
+from kimi_rl.models.modeling import check_model_folder, load_tokenizer, model_context
+from kimi_rl.pipeline import BASE_FORMAT, log, sft_key
+from kimi_rl.rewards import make_verifier
+from kimi_rl.rollout import EngineError, open_engine
+from kimi_rl.runs import RunPaths, config_hash, is_done
+from kimi_rl.tasks import load_task
+from kimi_rl.tasks.code import CodeTaskError
 
 SPLITS = ("heldout", "all")
 GENERIC_FOLDER_NAMES = ("model", "final_model")
@@ -87,8 +98,6 @@ def _run_config(cfg: Config) -> Config:
     """The config the run was trained with (``runs/<name>/config.yaml``), else ``cfg``."""
     from omegaconf import OmegaConf
 
-    from kimi_rl.runs import RunPaths
-
     saved = RunPaths(cfg.run.dir, cfg.run.name).config
     if not saved.is_file():
         return cfg
@@ -100,9 +109,6 @@ def _run_config(cfg: Config) -> Config:
 
 def default_models(cfg: Config) -> list[ModelSpec]:
     """The run's SFT warm-up ("sft", found by its cache key) and final RL model ("rl"), those that exist."""
-    from kimi_rl.pipeline import BASE_FORMAT, sft_key
-    from kimi_rl.runs import RunPaths, config_hash, is_done
-
     run_cfg = _run_config(cfg)
     paths = RunPaths(cfg.run.dir, cfg.run.name)
     found = []
@@ -124,8 +130,6 @@ def default_models(cfg: Config) -> list[ModelSpec]:
 
 def resolve_models(args: EvalArgs, cfg: Config) -> list[ModelSpec]:
     """``models=`` first, then ``model.path``, then the run's own models; every folder checked."""
-    from kimi_rl.models.modeling import check_model_folder
-
     if args.models:
         specs = args.models
     elif cfg.model.path:
@@ -141,8 +145,6 @@ def select_problems(train: Sequence[Problem], heldout: Sequence[Problem], split:
                     cap_per_level: int) -> list[Problem]:
     """The split's problems (``all``: held-out then training, each uid once), the first
     ``cap_per_level`` of each difficulty level."""
-    from kimi_rl.eval.evaluate import cap_per_level as cap
-
     pool = list(heldout) if split == "heldout" else list({p.uid: p for p in [*heldout, *train]}.values())
     return cap(pool, cap_per_level)
 
@@ -165,11 +167,6 @@ def _pop_outcomes(verifier) -> dict | None:
 
 def evaluate_model(cfg: Config, spec: ModelSpec, problems: list[Problem], verifier) -> ModelEval:
     """One engine on ``spec.path`` (closed after use): n samples per problem, verified on this thread."""
-    from kimi_rl.eval.evaluate import evaluate
-    from kimi_rl.models.modeling import load_tokenizer
-    from kimi_rl.data.prompts import encode_prompts
-    from kimi_rl.rollout import open_engine
-
     t0 = time.perf_counter()
     _pop_outcomes(verifier)
     tok = load_tokenizer(spec.path)
@@ -186,8 +183,6 @@ def fit_context(spec: ModelSpec, problems: list[Problem], prompts: list[list[int
     """The engine length for ``spec``: ``wanted`` (longest prompt + response budget) cut at the model's context;
     a prompt that leaves the model no room to answer is a ConfigError naming the problem, so no engine is ever
     asked for more than its context (responses near the limit get shorter budgets, as in RL)."""
-    from kimi_rl.models.modeling import model_context
-
     context = model_context(spec.path)
     if context is None:
         return wanted
@@ -268,10 +263,6 @@ def plot_accuracy_vs_tokens(path: Path, dataset: str, evals: list[ModelEval]) ->
 
 def _load_problems(cfg: Config, split: str):
     """Problems and verifier name; data errors become one-line ConfigErrors."""
-    from kimi_rl.data import DataFileError
-    from kimi_rl.tasks import load_task
-    from kimi_rl.tasks.code import CodeTaskError
-
     try:
         task = load_task(cfg.data, cfg.run.seed)
     except (DataFileError, CodeTaskError, FileNotFoundError, ImportError) as e:
@@ -284,13 +275,6 @@ def _load_problems(cfg: Config, split: str):
 
 def run_eval(words: Sequence[str]) -> int:
     """The ``kimi-rl eval`` command; returns the exit code (config and data errors raise ConfigError)."""
-    from kimi_rl.config.loader import load_config
-    from kimi_rl.eval.evaluate import format_summary, format_table
-    from kimi_rl.pipeline import log
-    from kimi_rl.rewards import make_verifier
-    from kimi_rl.rollout import EngineError
-    from kimi_rl.runs import RunPaths
-
     args = parse_eval_args(words)
     cfg = load_config(args.overrides)
     specs = resolve_models(args, cfg)

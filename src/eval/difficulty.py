@@ -15,6 +15,16 @@ from typing import Any, Callable, NamedTuple, Sequence
 from kimi_rl.config import Config, ConfigError
 from kimi_rl.config.tools import DifficultyConfig  # noqa: F401  (its section of the config)
 from kimi_rl.tasks.base import Problem
+from kimi_rl.config.loader import load_config
+from kimi_rl.data import DataFileError, load_problem_file
+from kimi_rl.data.prompts import encode_prompts
+from kimi_rl.models.modeling import check_model_folder, load_tokenizer
+from kimi_rl.pipeline import log
+from kimi_rl.rewards import make_verifier
+from kimi_rl.rewards.scoring import sample_and_score
+from kimi_rl.rollout import open_engine
+from kimi_rl.tasks import DEFAULT_VERIFIER
+from kimi_rl.tasks.code import CodeTaskError, load_code_problems
 
 _SKIP_HINT = " (set data.skip_bad_rows to skip such rows)"
 
@@ -169,9 +179,6 @@ def write_labelled_file(src: Path, dst: Path, labels: Sequence[Label], difficult
 
 def load_file_problems(cfg: Config) -> list[Problem]:
     """Every row of ``data.path`` as a Problem, in file order (no split, no skipped rows: a label per row)."""
-    from kimi_rl.data import DataFileError, load_problem_file
-    from kimi_rl.tasks.code import CodeTaskError, load_code_problems
-
     data = cfg.data
     if not Path(data.path).is_file():
         raise ConfigError(f"data.path: '{data.path}' does not exist")
@@ -191,8 +198,6 @@ def count_correct(engine, tokenizer, problems: Sequence[Problem], prompts: list[
                   batch_problems: int = 128, progress: Callable[[int], Any] | None = None) -> list[SampleCount]:
     """``samples`` responses per problem, ``batch_problems`` prompts per engine call, each verified as in
     ``kimi_rl.eval.evaluate.evaluate`` (correct: score > 0.5); ``progress(k)`` after each call of k problems."""
-    from kimi_rl.rewards.scoring import sample_and_score
-
     counts: list[SampleCount] = []
     for start in range(0, len(problems), batch_problems):
         batch = problems[start : start + batch_problems]
@@ -207,12 +212,6 @@ def count_correct(engine, tokenizer, problems: Sequence[Problem], prompts: list[
 def sample_counts(cfg: Config, opts: DifficultyConfig, model_dir: Path, problems: list[Problem]) -> list[SampleCount]:
     """One engine (``rollout.engine``) on ``model_dir`` and one verifier, both closed after use."""
     from tqdm import tqdm
-
-    from kimi_rl.models.modeling import load_tokenizer
-    from kimi_rl.data.prompts import encode_prompts
-    from kimi_rl.rewards import make_verifier
-    from kimi_rl.rollout import open_engine
-    from kimi_rl.tasks import DEFAULT_VERIFIER
 
     tok = load_tokenizer(model_dir)
     prompts = encode_prompts(problems, tok, cfg.data)
@@ -238,8 +237,6 @@ class DifficultyInputs(NamedTuple):
 
 def check_inputs(cfg: Config, opts: DifficultyConfig) -> DifficultyInputs:
     """Everything that can fail before a model loads: the data source, the output path, the model folder."""
-    from kimi_rl.models.modeling import check_model_folder
-
     if cfg.data.source != "file":
         raise ConfigError(f"data.source={cfg.data.source}: `kimi-rl difficulty` labels a problem file; "
                           "set data.source=file and data.path=FILE (e.g. data=gsm8k_small)")
@@ -277,9 +274,6 @@ def format_report(report: DifficultyReport) -> str:
 
 def run_difficulty(words: Sequence[str]) -> int:
     """The ``kimi-rl difficulty`` command; returns the exit code (config and data errors raise ConfigError)."""
-    from kimi_rl.config.loader import load_config
-    from kimi_rl.pipeline import log
-
     cfg = load_config(list(words))
     opts = cfg.difficulty
     inputs = check_inputs(cfg, opts)

@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from kimi_rl.tasks.base import Problem
+from kimi_rl.eval.metrics import MajorityVote, MeanTokens, PassAtK, PerLevelAccuracy, TokenPercentile
+from kimi_rl.rewards.code import extract_code
+from kimi_rl.rewards.math import last_boxed
+from kimi_rl.rewards.scoring import sample_and_score
 
 
 @dataclass
@@ -92,9 +96,6 @@ def answer_key(response: str) -> str | None:
     """
     import re
 
-    from kimi_rl.rewards.code import extract_code
-    from kimi_rl.rewards.math import last_boxed
-
     found = last_boxed(response)
     if found is None:
         tags = re.findall(r"<answer>(.*?)</answer>", response, flags=re.DOTALL)
@@ -123,8 +124,6 @@ def _item(x) -> float:
 
 
 def _per_level(problems: Sequence[Problem], lengths: list[list[int]], correct: list[list[float]]) -> dict[int, LevelStats]:
-    from kimi_rl.eval.metrics import PerLevelAccuracy
-
     acc, tokens = PerLevelAccuracy(), PerLevelAccuracy()  # the second one averages lengths per level
     counts: dict[int, int] = {}
     for p, ls, cs in zip(problems, lengths, correct):
@@ -144,8 +143,6 @@ def score_problems(problems: Sequence[Problem], lengths: list[list[int]], correc
                    samples: int, answers: list[list[str | None]] | None = None) -> EvalResult:
     """Aggregate per-sample correctness (0/1), lengths and (optionally) extracted answers, one list
     per problem, into pass@1, pass@k, majority vote, token statistics and per-level figures."""
-    from kimi_rl.eval.metrics import MajorityVote, MeanTokens, PassAtK, TokenPercentile
-
     flat_correct = [c for cs in correct for c in cs]
     flat_lengths = [n for ls in lengths for n in ls]
     sizes = [len(cs) for cs in correct if cs]
@@ -177,8 +174,6 @@ def score_problems(problems: Sequence[Problem], lengths: list[list[int]], correc
 def evaluate(engine, tokenizer, problems: Sequence[Problem], prompts: list[list[int]], verifier,
              samples: int, temperature: float, max_tokens: int, top_p: float = 1.0) -> EvalResult:
     """Sample ``samples`` responses per problem with ``engine`` and verify them (on the caller's thread)."""
-    from kimi_rl.rewards.scoring import sample_and_score
-
     scored = sample_and_score(engine, tokenizer, problems, prompts, verifier, samples, temperature, max_tokens, top_p)
     correct = [[float(c) for c in s.correct()] for s in scored]
     answers = [vote_keys(s.texts, cs, s.problem.answer) for s, cs in zip(scored, correct)]

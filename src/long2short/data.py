@@ -18,6 +18,12 @@ from torch.utils.data import DataLoader, IterableDataset
 from kimi_rl.config import Config, DataConfig
 from kimi_rl.long2short.methods import Sample
 from kimi_rl.tasks.base import Problem
+from kimi_rl.data.prompts import build_prompt, encode_prompts
+from kimi_rl.models.modeling import load_tokenizer
+from kimi_rl.rewards import VERIFIERS
+from kimi_rl.rewards.scoring import sample_and_score
+from kimi_rl.rollout import open_engine
+from kimi_rl.sft import bucket_batches, collate
 
 
 def sample_scored(model_dir: str | Path, problems: Sequence[Problem], cfg: Config, verifier: str, n: int,
@@ -28,12 +34,6 @@ def sample_scored(model_dir: str | Path, problems: Sequence[Problem], cfg: Confi
     sampled tokens (eos included), the unit "shortest" and "1.5x longer" compare. A response cut at
     ``max_response_tokens`` is wrong, as in RL: its final answer was never written.
     """
-    from kimi_rl.models.modeling import load_tokenizer
-    from kimi_rl.data.prompts import encode_prompts
-    from kimi_rl.rewards import VERIFIERS
-    from kimi_rl.rewards.scoring import sample_and_score
-    from kimi_rl.rollout import open_engine
-
     if n < 1 or max_response_tokens < 1:
         raise ValueError(f"sample_scored: n ({n}) and max_response_tokens ({max_response_tokens}) must be >= 1")
     if not problems:
@@ -61,8 +61,6 @@ def write_jsonl(rows: Sequence[dict], path: str | Path) -> Path:
 def response_examples(rows: Sequence[dict], tokenizer, data: DataConfig) -> list[tuple[list[int], list[int]]]:
     """``(prompt_ids, response_ids + [eos])`` of SFT rows ``{"question", "response"}``, prompts built as
     in RL so the model learns the response to the prompt it is sampled with."""
-    from kimi_rl.data.prompts import build_prompt
-
     eos = tokenizer.eos_token_id
     return [(build_prompt(r["question"], data.prompt_template, tokenizer, data.use_chat_template),
              list(tokenizer(r["response"], add_special_tokens=False)["input_ids"]) + [eos]) for r in rows]
@@ -83,8 +81,6 @@ class ResponseStream(IterableDataset):
         self.seed, self.rank, self.world_size = seed, rank, world_size
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        from kimi_rl.sft import bucket_batches, collate
-
         lengths = [len(p) + len(r) for p, r in self.examples]
         epoch = 0
         while True:

@@ -19,6 +19,11 @@ from torch.utils.data import DataLoader
 from kimi_rl.config import Config, DataConfig
 from kimi_rl.long2short.methods import dpo_loss, sequence_logps
 from kimi_rl.sft import collate
+from kimi_rl.data.prompts import build_prompt
+from kimi_rl.models.modeling import load_model, load_tokenizer
+from kimi_rl.pipeline import log
+from kimi_rl.rollout.weights import save_policy
+from kimi_rl.trainer_factory import build_trainer, set_threads
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,6 @@ class DPOExample:
 
 def pair_examples(rows: Sequence[dict], tokenizer, data: DataConfig) -> list[DPOExample]:
     """DPO rows ``{"question", "chosen", "rejected"}`` as token ids (prompt built as in RL, eos appended)."""
-    from kimi_rl.data.prompts import build_prompt
-
     eos = tokenizer.eos_token_id
 
     def ids(text: str) -> list[int]:
@@ -128,11 +131,6 @@ def run_dpo(init_dir: str | Path, rows: Sequence[dict], out_dir: str | Path, cfg
             beta: float = 0.1, lr: float = 1e-4, steps: int = 40, pairs_per_step: int = 8) -> Path:
     """DPO-train the model in ``init_dir`` (also the reference) on ``rows`` for ``steps`` optimizer steps;
     writes the HF folder ``out_dir`` and TensorBoard scalars ``dpo/*`` under ``log_root/tb/dpo``."""
-    from kimi_rl.models.modeling import load_model, load_tokenizer
-    from kimi_rl.pipeline import log
-    from kimi_rl.rollout.weights import save_policy
-    from kimi_rl.trainer_factory import build_trainer, set_threads
-
     set_threads(cfg.trainer)
     L.seed_everything(cfg.run.seed, verbose=False)
     tok = load_tokenizer(init_dir)

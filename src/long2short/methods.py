@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kimi_rl.tasks.base import Problem
+from kimi_rl.models.modeling import load_tokenizer, shifted_token_logprobs
 
 MERGE_CONFIG_KEYS = ("architectures", "model_type", "tie_word_embeddings")
 
@@ -79,8 +80,6 @@ def merge_models(long_dir: str | Path, short_dir: str | Path, out_dir: str | Pat
     ``long_dir``. Weights keep the long model's stored dtype.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from kimi_rl.models.modeling import load_tokenizer
 
     long_dir, short_dir, out_dir = Path(long_dir), Path(short_dir), Path(out_dir)
     _check_configs(AutoConfig.from_pretrained(str(long_dir)), AutoConfig.from_pretrained(str(short_dir)),
@@ -235,8 +234,6 @@ def sequence_logps(model, input_ids: Tensor, attention_mask: Tensor, loss_mask: 
     response tokens; position 0 has no prediction and is ignored). Returns [B] in float32.
     Wrap the call in ``torch.no_grad()`` for the reference model.
     """
-    from kimi_rl.models.modeling import shifted_token_logprobs
-
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
     tok = shifted_token_logprobs(logits, input_ids)  # [B, T-1]
     return (tok * loss_mask[:, 1:].to(tok.dtype)).sum(dim=-1)  # [B]

@@ -20,6 +20,17 @@ from kimi_rl.long2short.methods import Sample, dpo_rows, merge_models, shortest_
 from kimi_rl.runs import DONE, RunPaths, config_hash, is_done, mark_done
 from kimi_rl.tasks import TaskData
 from kimi_rl.tasks.base import Problem
+from kimi_rl.config.loader import save_config
+from kimi_rl.long2short.data import ResponseSFTDataModule, sample_scored, write_jsonl
+from kimi_rl.long2short.dpo import run_dpo
+from kimi_rl.long2short.report import write_report
+from kimi_rl.models.modeling import load_model, load_tokenizer
+from kimi_rl.pipeline import base_model, evaluate_folder, log, run_rl, sft_key
+from kimi_rl.rl.schedule import shortened
+from kimi_rl.rollout.weights import save_policy
+from kimi_rl.sft import SFTModule
+from kimi_rl.tasks import load_task
+from kimi_rl.trainer_factory import build_trainer, set_threads
 
 # ---------------------------------------------------------------- shortest rejection sampling + SFT
 
@@ -34,13 +45,6 @@ def run_rows_sft(init_dir: str | Path, rows: Sequence[dict], out_dir: str | Path
     """Fine-tune ``init_dir`` on SFT rows ``{"question", "response"}`` with ``SFTModule`` (loss on response
     tokens); writes the HF folder ``out_dir`` and TensorBoard scalars under ``log_root/tb/sft``."""
     import lightning as L
-
-    from kimi_rl.long2short.data import ResponseSFTDataModule
-    from kimi_rl.models.modeling import load_model, load_tokenizer
-    from kimi_rl.pipeline import log
-    from kimi_rl.rollout.weights import save_policy
-    from kimi_rl.sft import SFTModule
-    from kimi_rl.trainer_factory import build_trainer, set_threads
 
     set_threads(cfg.trainer)
     L.seed_everything(cfg.run.seed, verbose=False)
@@ -98,8 +102,6 @@ class Long2ShortRun:
     def long_samples(self) -> ScoredProblems:
         """n scored samples per picked training problem from the long-CoT model (drawn once)."""
         if self.scored is None:
-            from kimi_rl.long2short.data import sample_scored, write_jsonl
-
             o = self.opts
             problems = pick_problems(self.task.train, o.problems, self.cfg.run.seed)
             samples = sample_scored(self.long_dir, problems, self.cfg, self.task.verifier, o.samples_per_problem,
@@ -136,8 +138,6 @@ def build_merge(run: Long2ShortRun) -> Path:
 
 def build_merge_srs(run: Long2ShortRun) -> Path:
     """(b) the merged model fine-tuned on the long model's shortest correct responses."""
-    from kimi_rl.long2short.data import write_jsonl
-
     o, paths = run.opts, run.method_paths("merge_srs")
     merged = build_merge(run)
     key = run.key("merge_srs", o.merge_weight, o.problems, o.samples_per_problem, o.temperature, o.sft_steps,
@@ -156,9 +156,6 @@ def build_merge_srs(run: Long2ShortRun) -> Path:
 
 def build_dpo(run: Long2ShortRun) -> Path:
     """(c) DPO of the long model (also the reference) on shortest-correct vs longer responses."""
-    from kimi_rl.long2short.dpo import run_dpo
-    from kimi_rl.long2short.data import write_jsonl
-
     o, paths = run.opts, run.method_paths("dpo")
     key = run.key("dpo", o.problems, o.samples_per_problem, o.temperature, o.dpo_ratio, o.dpo_beta, o.dpo_lr,
                   o.dpo_steps, o.dpo_pairs_per_step)
@@ -177,8 +174,6 @@ def build_dpo(run: Long2ShortRun) -> Path:
 def long2short_rl_config(cfg: Config, opts: Long2ShortConfig) -> Config:
     """The config of (d): RL from the long model with the length reward on from the first iteration at
     ``phase.long2short_len_reward_weight`` and responses capped at ``phase.long2short_max_response_tokens``."""
-    from kimi_rl.rl.schedule import shortened
-
     return dataclasses.replace(
         cfg,
         run=dataclasses.replace(cfg.run, name=f"{cfg.run.name}/long2short/rl", resume=None),
@@ -194,8 +189,6 @@ def long2short_rl_config(cfg: Config, opts: Long2ShortConfig) -> Config:
 
 def build_rl(run: Long2ShortRun) -> Path:
     """(d) long2short RL: a second RL phase from the long-CoT model."""
-    from kimi_rl.pipeline import run_rl
-
     paths = run.method_paths("rl")
     key = run.key("rl", run.opts.rl_iterations, run.opts.rl_prompts_per_iteration)
     if not _cached(paths.final_model, key):
@@ -214,8 +207,6 @@ BUILDERS = {"merge": build_merge, "merge_srs": build_merge_srs, "dpo": build_dpo
 def input_models(cfg: Config) -> tuple[Path, Path]:
     """The run's long-CoT model (``runs/<name>/final_model``) and its cached SFT warm-up model (the
     short one; the base model when ``sft.enabled`` is false). Raises ConfigError when one is missing."""
-    from kimi_rl.pipeline import base_model, sft_key
-
     paths = RunPaths(cfg.run.dir, cfg.run.name)
     if not is_done(paths.final_model):
         raise ConfigError(f"run.name={cfg.run.name}: no finished long-CoT model at {paths.final_model}; "
@@ -238,11 +229,6 @@ def run_long2short(cfg: Config, opts: Long2ShortConfig, long_dir: Optional[Path]
 
     ``long_dir`` / ``short_dir`` replace the run's models (``input_models``) when both are given."""
     from omegaconf import OmegaConf
-
-    from kimi_rl.config.loader import save_config
-    from kimi_rl.long2short.report import write_report
-    from kimi_rl.pipeline import evaluate_folder, log
-    from kimi_rl.tasks import load_task
 
     if cfg.trainer.devices * cfg.trainer.num_nodes > 1:
         raise ConfigError("trainer.devices: long2short runs in one process; use trainer.devices=1")

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from kimi_rl.config import ConfigError, ModelConfig
+from kimi_rl.models.tokenizer import is_char_tokenizer_folder, load_char_tokenizer, save_char_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -40,8 +41,6 @@ def build_model_config(cfg: ModelConfig, vocab_size: int, bos: int, eos: int, pa
 def build_tiny_model(cfg: ModelConfig, folder: Path, seed: int = 0) -> Path:
     """Write a freshly initialised model + the character tokenizer to ``folder``."""
     from transformers import AutoModelForCausalLM, GenerationConfig
-
-    from kimi_rl.models.tokenizer import save_char_tokenizer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -175,8 +174,6 @@ def _layer_count(shapes: dict) -> int:
 def load_tokenizer(path: str | Path):
     """The folder's tokenizer; the built-in character tokenizer is loaded as saved (see tokenizer.py)."""
     from transformers import AutoTokenizer
-
-    from kimi_rl.models.tokenizer import is_char_tokenizer_folder, load_char_tokenizer
 
     tok = load_char_tokenizer(path) if is_char_tokenizer_folder(path) else AutoTokenizer.from_pretrained(str(path))
     if tok.pad_token_id is None:

@@ -9,6 +9,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from kimi_rl.registry import Registry
 from kimi_rl.tasks.base import Problem
+from kimi_rl.config import ConfigError
+from kimi_rl.tasks.arithmetic import verify
 
 Verifier = Callable[[Sequence[str], Sequence[Problem]], list[float]]
 VERIFIERS: Registry[Callable[..., Verifier]] = Registry("verifier")
@@ -20,7 +22,6 @@ def arithmetic_verifier(**options: object) -> Verifier:
     """Exact integer match of the last ``\\boxed{}`` (the built-in task); it takes no options."""
     if options:
         raise TypeError(f"the arithmetic verifier takes no options, got {sorted(options)}")
-    from kimi_rl.tasks.arithmetic import verify
 
     def score(responses: Sequence[str], problems: Sequence[Problem]) -> list[float]:
         return [verify(r, p.answer) for r, p in zip(responses, problems)]
@@ -39,8 +40,6 @@ def make_verifier(name: str, options: Mapping[str, Any] | None = None, purpose: 
     ``purpose``: ``rl`` when the rewards train a policy (which learns any hole: the code verifier then refuses
     a weak sandbox unless ``allow_weak``) or ``eval``; passed to factories that take it."""
     import inspect
-
-    from kimi_rl.config import ConfigError
 
     try:
         factory = VERIFIERS.get(name)

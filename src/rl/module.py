@@ -8,12 +8,10 @@ take several optimizer steps, and the optimizer state is reset at its start (pap
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 
 from kimi_rl.config import AlgoConfig, ConfigError
@@ -23,6 +21,7 @@ from kimi_rl.rl.losses import LOSSES, informative_rows
 from kimi_rl.models.modeling import shifted_token_logprobs
 from kimi_rl.rl.optim import OPTIMIZERS
 from kimi_rl.rl.iteration import Iteration
+from kimi_rl.rng import capture_rng, restore_rng  # noqa: F401  (kimi_rl.rl.module.capture_rng, as before)
 from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches
 
 
@@ -262,30 +261,6 @@ def check_model_shape(saved: dict[str, int], current: dict[str, int]) -> None:
         if k in current and current[k] != v:
             raise ConfigError(f"{SHAPE_KEYS[k]}: the checkpoint was trained with {k}={v} but the config "
                               f"now gives {current[k]}; restore the key or start a new run (run.name)")
-
-
-def capture_rng() -> dict[str, Any]:
-    """torch (CPU and, once initialised, every CUDA device), python and numpy RNG states as plain types
-    (checkpoints load with weights_only=True); saved per rank, so a GPU resume samples what a continuous run did."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_version": 3,
-             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), None))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available():
-        if len(cuda) != torch.cuda.device_count():
-            raise RuntimeError(f"the checkpoint holds CUDA RNG states of {len(cuda)} devices but this process "
-                               f"sees {torch.cuda.device_count()}: resume on the same GPUs per process")
-        torch.cuda.set_rng_state_all(cuda)
 
 
 def reduce_metrics(metrics: dict[str, float], strategy=None) -> dict[str, float]:

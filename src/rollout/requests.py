@@ -6,38 +6,14 @@ the trainer's global RNG is left untouched, so a resumed run samples what a cont
 from __future__ import annotations
 
 import contextlib
-import random
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import torch
+
+from kimi_rl.rng import capture_rng, restore_rng
 
 _SEED_BITS = 31
 """Call seeds are non-negative 31-bit integers (fit every seed argument)."""
-
-
-@dataclass
-class RNGState:
-    """The process-wide generators an in-process engine may reseed or draw from."""
-
-    python: object
-    numpy: dict
-    torch_cpu: torch.Tensor
-    torch_cuda: list[torch.Tensor]
-
-
-def capture_rng() -> RNGState:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return RNGState(random.getstate(), np.random.get_state(legacy=False), torch.get_rng_state(), cuda)
-
-
-def restore_rng(state: RNGState) -> None:
-    random.setstate(state.python)
-    np.random.set_state(state.numpy)
-    torch.set_rng_state(state.torch_cpu)
-    if state.torch_cuda:
-        torch.cuda.set_rng_state_all(state.torch_cuda)
 
 
 @contextlib.contextmanager

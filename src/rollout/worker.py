@@ -20,6 +20,10 @@ from kimi_rl.rollout.packing import RolloutBatch, pack_groups
 from kimi_rl.rollout.repetition import RepeatDetector
 from kimi_rl.rollout.types import Engine, Group
 from kimi_rl.tasks.base import Problem
+from kimi_rl.eval.evaluate import evaluate
+from kimi_rl.eval.metrics import quantile
+from kimi_rl.models.modeling import eos_ids, load_tokenizer
+from kimi_rl.rollout import build_engine
 
 
 class PromptSource(Protocol):
@@ -66,9 +70,6 @@ class RolloutWorker:
         """Load the tokenizer and start the engine on this rank's device (seed + rank); no-op when open."""
         if self.engine is not None:
             return
-        from kimi_rl.models.modeling import eos_ids, load_tokenizer
-        from kimi_rl.rollout import build_engine
-
         self.tokenizer = load_tokenizer(self.model_dir)
         self.eos_ids = eos_ids(self.tokenizer, model_config)
         self.engine = build_engine(self.cfg, self.model_dir, self.model_cfg, self.seed + rank, self.max_model_len,
@@ -129,8 +130,6 @@ class RolloutWorker:
         m.update({f"rollout/{k}": v for k, v in self.buffer.stats(iteration).items()})
         m.update({f"data/{k}": float(v) for k, v in source.sampler.stats().items()})
         if groups:
-            from kimi_rl.eval.metrics import quantile
-
             lengths = sorted(len(t.response_ids) for g in groups for t in g.trajectories)
             rewards = [t.reward for g in groups for t in g.trajectories]
             m.update({
@@ -166,8 +165,6 @@ class RolloutWorker:
                  max_tokens: int):
         """This rank's held-out ``EvalResult`` with the rollout engine and verifier (no sleep after it: a
         rollout follows before any training)."""
-        from kimi_rl.eval.evaluate import evaluate
-
         self.engine.wake_up()
         return evaluate(self.engine, self.tokenizer, problems, prompts, self.verifier, samples, temperature,
                         max_tokens)

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from kimi_rl.config import ConfigError, DataConfig
 from kimi_rl.tasks.base import Problem
+from kimi_rl.rewards.math import last_boxed
 
 ANSWER_FORMATS = {
     "answer_tags": "Reason step by step, then give only the final answer between <answer> and </answer> tags.",
@@ -156,8 +157,6 @@ def extract_answer(response: str, answer_format: str = "answer_tags") -> str | N
     '{1, 2}'
     """
     if answer_format == "boxed":
-        from kimi_rl.rewards.math import last_boxed
-
         found = last_boxed(response)
         return None if found is None else found.strip()
     from reasoning_gym.utils import extract_answer as rg_extract

@@ -11,7 +11,7 @@ from kimi_rl.config import ModelConfig, RolloutConfig
 from kimi_rl.models.modeling import load_model, load_tokenizer
 from kimi_rl.rollout import ENGINES, EngineError, build_engine
 from kimi_rl.rollout.engines.hf import HFEngine
-from kimi_rl.rollout.requests import capture_rng
+from kimi_rl.rng import capture_rng
 from kimi_rl.rollout.weights import full_state_dict_for_engine
 
 MAX_LEN = 256
@@ -23,9 +23,8 @@ TOL = 1e-4
 
 def rng_equal(a, b) -> bool:
     """Same python, numpy (MT19937 key and position) and torch CPU generator states."""
-    np_a, np_b = a.numpy["state"], b.numpy["state"]
-    return (a.python == b.python and torch.equal(a.torch_cpu, b.torch_cpu)
-            and (np_a["key"] == np_b["key"]).all() and np_a["pos"] == np_b["pos"])
+    return (a["python"] == b["python"] and torch.equal(a["torch"], b["torch"])
+            and a["numpy"][1] == b["numpy"][1] and a["numpy"][2] == b["numpy"][2])
 
 
 def perturbed(state: dict[str, torch.Tensor], noise: float = 0.05) -> dict[str, torch.Tensor]:

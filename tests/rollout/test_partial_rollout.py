@@ -118,7 +118,7 @@ def runs(biased_model_dir, tmp_path_factory):
     probability 0.02 (most samples reach 24 tokens, so they need 3 segments of 8) and ``a`` with 0.2 (so a
     1-gram repeated 4 times in 8 tokens stops about a quarter of the samples, whatever the verifier says).
     """
-    from kimi_rl import trainer_factory
+    from kimi_rl import pipeline
     from kimi_rl.pipeline import run_rl
 
     root = tmp_path_factory.mktemp("partial")
@@ -127,13 +127,13 @@ def runs(biased_model_dir, tmp_path_factory):
     train, heldout = make_problems([1], 60, 2, seed=0)
     task = TaskData(train, heldout, "first_char_test")
     recorders = [Recorder(crash_at=2), Recorder()]
-    build_trainer = trainer_factory.build_trainer
+    build_trainer = pipeline.build_trainer
     out = {"tok": tok, "root": root}
     VERIFIERS.register("first_char_test", lambda **_: lambda texts, problems: [first_char_verdict(t) for t in texts])
     try:
         with pytest.MonkeyPatch.context() as mp:
             for i, resume in enumerate([None, "auto"]):
-                mp.setattr(trainer_factory, "build_trainer",  # the recorder's hooks run before the others
+                mp.setattr(pipeline, "build_trainer",  # the recorder's hooks run before the others
                            lambda *a, _r=recorders[i], **kw: build_trainer(*a[:4], [_r, *a[4]], **kw))
                 cfg = config(model_dir, root, 4, resume)
                 if i == 0:
