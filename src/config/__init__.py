@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from kimi_rl.registries import ENGINES, LOSSES, OPTIMIZERS  # the only lists of names
+
 from kimi_rl.config.checks import (RESERVED_RUN_NAMES, ConfigError, _at_least, _check, _finite,  # noqa: F401
                                    _one_of, check_run_name)
 from kimi_rl.config.data import CurriculumStage, DataConfig, _check_template  # noqa: F401
@@ -166,9 +168,6 @@ class AlgoConfig:
         _check(self.updates_per_iteration >= 1, "algo.updates_per_iteration", "must be >= 1")
         _check(self.minibatch_size >= 1, "algo.minibatch_size", "must be >= 1")
         _one_of(self.minibatch_by, "algo.minibatch_by", ("group", "length"))
-        from kimi_rl.rl.losses import LOSSES  # the registries are the only lists of names (imported late: they
-        from kimi_rl.rl.optim import OPTIMIZERS  # import this module)
-
         _one_of(self.loss, "algo.loss", tuple(LOSSES.names()))
         _one_of(self.optimizer, "algo.optimizer", tuple(OPTIMIZERS.names()))
         _check(0.0 <= self.momentum < 1.0, "algo.momentum", "must be in [0, 1)")
@@ -225,8 +224,6 @@ class RolloutConfig:
 
     def __post_init__(self) -> None:
         _finite(self, "rollout")
-        from kimi_rl.rollout import ENGINES  # the registry is the only list of names
-
         _one_of(self.engine, "rollout.engine", tuple(ENGINES.names()))
         _one_of(self.weight_sync, "rollout.weight_sync", ("inplace", "rebuild"))
         _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from kimi_rl.registries import SAMPLERS, SOURCES  # the only lists of names
 from kimi_rl.config.checks import ConfigError, _at_least, _check, _finite, _one_of
 
 
@@ -84,9 +85,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _finite(self, "data")
-        from kimi_rl.rl.sampling import SAMPLERS  # the registries are the only lists of names (imported late:
-        from kimi_rl.tasks import SOURCES  # both modules import this one)
-
         _one_of(self.source, "data.source", tuple(SOURCES.names()))
         _one_of(self.sampler, "data.sampler", tuple(SAMPLERS.names()))
         _check(0 <= self.priority_floor <= 1, "data.priority_floor", "must be in [0, 1]")

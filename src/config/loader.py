@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+import kimi_rl
 from kimi_rl.config import Config, ConfigError
 
 
@@ -20,8 +21,6 @@ def default_conf_dir() -> Path:
     env = os.environ.get("KIMI_RL_CONF")
     if env:
         return Path(env)
-    import kimi_rl
-
     return Path(kimi_rl.__file__).resolve().parent.parent / "conf"  # src/__init__.py -> the repository's conf/
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
-from kimi_rl.tasks.base import UNLABELLED, Problem
+from kimi_rl.data.problem import UNLABELLED, Problem
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
 DEFAULT_DIFFICULTY = 1

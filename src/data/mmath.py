@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from kimi_rl.data.files import LoadResult
-from kimi_rl.tasks.base import Problem
+from kimi_rl.data.problem import Problem
 
 MMATH_SUBSETS = {"math500": "MATH500", "aime2024": "AIME2024", "aime2025": "AIME2025", "cnmo": "CNMO"}
 """Our subset name -> the rows' ``data_source`` value."""

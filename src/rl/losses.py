@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from kimi_rl.config import AlgoConfig
-from kimi_rl.registry import Registry
+from kimi_rl.registries import LOSSES  # noqa: F401  (kimi_rl.rl.losses.LOSSES, as before)
 
 
 @dataclass
@@ -39,8 +39,6 @@ class PolicyLoss(Protocol):
                  cfg: AlgoConfig) -> LossOutput: ...
 
 
-LOSSES: Registry[PolicyLoss] = Registry("policy loss")
-"""Maps ``algo.loss`` to a stateless loss object (``LOSSES.get(name).advantages(...)``, ``(...)(...)``)."""
 
 
 class GroupStats(NamedTuple):
@@ -245,7 +243,5 @@ class ReSTLoss:
         return LossOutput(loss, {"nll": loss.detach(), "kept_frac": (a > 0).to(logp.dtype).mean()})
 
 
-LOSSES.register("mirror_descent", MirrorDescentLoss())
-LOSSES.register("grpo", GRPOLoss())
-LOSSES.register("rloo", RLOOLoss())
-LOSSES.register("rest", ReSTLoss())
+MIRROR_DESCENT, GRPO, RLOO, REST = MirrorDescentLoss(), GRPOLoss(), RLOOLoss(), ReSTLoss()
+"""The built-in losses, registered by name in ``kimi_rl.registries.LOSSES``."""

@@ -19,7 +19,7 @@ from kimi_rl.distributed import (data_parallel_mesh, gather_rank_states, is_dist
                                  pick_rank_state, shard_model)
 from kimi_rl.rl.losses import LOSSES, informative_rows
 from kimi_rl.models.modeling import shifted_token_logprobs
-from kimi_rl.rl.optim import OPTIMIZERS
+from kimi_rl.registries import OPTIMIZERS
 from kimi_rl.rl.iteration import Iteration
 from kimi_rl.rng import capture_rng, restore_rng  # noqa: F401  (kimi_rl.rl.module.capture_rng, as before)
 from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches

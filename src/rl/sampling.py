@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from kimi_rl.config import CurriculumStage, DataConfig
-from kimi_rl.registry import Registry
+from kimi_rl.registries import SAMPLERS  # noqa: F401  (kimi_rl.rl.sampling.SAMPLERS, as before)
 from kimi_rl.tasks.base import UNLABELLED
 
 
@@ -175,30 +175,22 @@ class PromptSampler:
         self._pending = {}
 
 
-SAMPLERS: Registry[type[PromptSampler]] = Registry("sampler")
-"""Maps ``data.sampler`` to a class built as ``cls(difficulties, cfg.data, seed)``."""
-
-
-@SAMPLERS.register("uniform")
 class UniformSampler(PromptSampler):
     """Every problem equally likely."""
 
 
-@SAMPLERS.register("curriculum")
 class CurriculumSampler(PromptSampler):
     """Uniform within the current stage's difficulty levels (``data.curriculum``)."""
 
     use_curriculum = True
 
 
-@SAMPLERS.register("prioritized")
 class PrioritizedSampler(PromptSampler):
     """P(i) proportional to max(1 - s_i, ``data.priority_floor``) over all problems."""
 
     use_priority = True
 
 
-@SAMPLERS.register("curriculum_prioritized")
 class CurriculumPrioritizedSampler(PromptSampler):
     """Prioritized within the current curriculum stage."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from kimi_rl.config import ModelConfig, RolloutConfig
-from kimi_rl.registry import Registry
+from kimi_rl.registries import ENGINES
 from kimi_rl.rollout.types import Engine
 
 
@@ -27,9 +27,6 @@ class EngineFactory(Protocol):
     ) -> Engine: ...
 
 
-ENGINES: Registry[EngineFactory] = Registry("rollout engine")
-ENGINES.register_lazy("vllm", "kimi_rl.rollout.engines.vllm:VLLMEngine")
-ENGINES.register_lazy("hf", "kimi_rl.rollout.engines.hf:HFEngine")
 
 
 def _fallback_hint(name: str, error: BaseException | None = None) -> str:

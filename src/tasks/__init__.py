@@ -8,14 +8,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from kimi_rl.config import ConfigError, DataConfig
-from kimi_rl.registry import Registry
+from kimi_rl.registries import SOURCES
+from kimi_rl.data import load_mmath, load_problem_file, split_heldout
+from kimi_rl.data.files import DataFileError, SkippedRow
+from kimi_rl.data.prompts import build_prompt, encode_prompts
+from kimi_rl.tasks.arithmetic import make_problems
 from kimi_rl.tasks.base import Problem
+from kimi_rl.tasks.code import load_code_problems, load_humaneval
 
-if TYPE_CHECKING:  # kimi_rl.data imports kimi_rl.tasks.base: import it lazily
-    from kimi_rl.data.files import SkippedRow
 
 TOO_LONG = "prompt too long"
 """The skip reason of a row whose prompt leaves the model no room for a response."""
@@ -75,8 +78,6 @@ class PromptLimit:
 
 
 def _split(problems: list[Problem], data: DataConfig, seed: int) -> tuple[list[Problem], list[Problem]]:
-    from kimi_rl.data import split_heldout
-
     if len(problems) < 2:
         return problems, problems
     split = split_heldout(problems, data.heldout_fraction, seed)
@@ -86,8 +87,6 @@ def _split(problems: list[Problem], data: DataConfig, seed: int) -> tuple[list[P
 def _code_skip(message: str) -> SkippedRow:
     """A code loader's skip message (``<file:line>: <what>``) as a SkippedRow; the reason is the text before
     any details in parentheses, after ``;`` or after ``, got``."""
-    from kimi_rl.data.files import SkippedRow
-
     where, _, what = message.partition(": ")
     reason = re.split(r" \(|; |, got ", what or message, maxsplit=1)[0]
     return SkippedRow(where if what else "", reason, what or message)
@@ -98,10 +97,6 @@ def drop_long_prompts(problems: Sequence[Problem], data: DataConfig, limit: Prom
     """Problems whose prompt fits ``limit`` and the skipped rest; without ``data.skip_bad_rows`` a
     too-long prompt is a DataFileError naming its row. Only prompts that might be too long are tokenized:
     a prompt has at most the empty prompt's tokens + 2 per byte of the question (+ slack)."""
-    from kimi_rl.data.files import DataFileError, SkippedRow
-    from kimi_rl.data.prompts import build_prompt
-    from kimi_rl.data.prompts import encode_prompts
-
     base = len(build_prompt("", data.prompt_template, limit.tokenizer, data.use_chat_template))
     maybe = [p for p in problems if base + 2 * len(p.question.encode()) + 8 > limit.max_tokens]
     too_long = {p.uid: len(ids) for p, ids in zip(maybe, encode_prompts(maybe, limit.tokenizer, data))
@@ -136,25 +131,21 @@ class Source:
 
 
 def _arithmetic(data: DataConfig, seed: int):
-    from kimi_rl.tasks.arithmetic import make_problems
-
     return make_problems(data.levels, data.train_per_level, data.heldout_per_level, seed)
 
 
 def _reasoning_gym(data: DataConfig, seed: int):
+    # imported on use: it needs the reasoning-gym package and math-verify, which the code sandbox's Python
+    # (importing kimi_rl.tasks for Problem) need not have
     from kimi_rl.tasks import reasoning_gym
 
     return reasoning_gym.make_problems(data, seed)
 
 
 def _file(data: DataConfig, seed: int):
-    from kimi_rl.data import load_problem_file
-
     if not Path(data.path).is_file():
         raise ConfigError(f"data.path: '{data.path}' does not exist")
     if data.verifier == "code":
-        from kimi_rl.tasks.code import load_code_problems
-
         res = load_code_problems(data.path, data.question_field, skip_bad_rows=data.skip_bad_rows)
         where = {p.uid: str(p.meta.get("source", p.uid)) for p in res.problems}
         return list(res.problems), [_code_skip(m) for m in res.skipped], where
@@ -164,26 +155,20 @@ def _file(data: DataConfig, seed: int):
 
 
 def _humaneval(data: DataConfig, seed: int):
-    from kimi_rl.tasks.code import load_humaneval
-
     return list(load_humaneval()), [], {}
 
 
 def _mmath(data: DataConfig, seed: int):
-    from kimi_rl.data import load_mmath
-
     res = load_mmath(data.source)
     return list(res.problems), list(res.skipped_rows), dict(res.locations)
 
 
-SOURCES: Registry[Source] = Registry("data source")
-"""Maps ``data.source`` to its loader; ``DataConfig`` validation lists these names."""
-SOURCES.register("arithmetic", Source(_arithmetic, "arithmetic", split=None))
-SOURCES.register("reasoning_gym", Source(_reasoning_gym, "reasoning_gym", split=None))
-SOURCES.register("file", Source(_file, "math"))
-for _name in ("math500", "aime2024", "aime2025"):
-    SOURCES.register(_name, Source(_mmath, "math", split="all"))
-SOURCES.register("humaneval", Source(_humaneval, "code", split="all"))
+ARITHMETIC = Source(_arithmetic, "arithmetic", split=None)
+REASONING_GYM = Source(_reasoning_gym, "reasoning_gym", split=None)
+FILE = Source(_file, "math")
+MMATH = Source(_mmath, "math", split="all")
+HUMANEVAL = Source(_humaneval, "code", split="all")
+"""The built-in sources, registered by name in ``kimi_rl.registries.SOURCES``."""
 DEFAULT_VERIFIER = {name: SOURCES.get(name).verifier for name in SOURCES.names()}
 """``data.source`` -> the verifier used when ``data.verifier`` is null."""
 

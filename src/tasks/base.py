@@ -1,24 +1,5 @@
-"""What every task provides: problems with a reference answer, a difficulty, and a verifier."""
-from __future__ import annotations
+"""What every task provides: ``Problem`` (defined in ``kimi_rl.data.problem``, a leaf both the data readers and
+the tasks import) and ``UNLABELLED``."""
+from kimi_rl.data.problem import UNLABELLED, Problem
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
-
-
-UNLABELLED = 0
-"""``Problem.difficulty`` of a row whose file labels other rows but not this one (with
-``data.skip_bad_rows``): curriculum stages all include it, so it is sampled whatever the stage."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One prompt of the RL data. ``uid`` is stable across runs (sampler state keys on it)."""
-
-    uid: str
-    question: str
-    answer: str
-    """Reference answer text (a number, LaTeX, ...); task-specific data goes in ``meta``."""
-    difficulty: int = 1
-    """Difficulty level (1 = easiest); ``UNLABELLED`` (0) for a row missing its label in a labelled file."""
-    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    """Task-specific extras, e.g. a code problem's test cases and limits."""
+__all__ = ["UNLABELLED", "Problem"]

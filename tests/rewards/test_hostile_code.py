@@ -415,7 +415,8 @@ def test_humaneval_canonical_solutions_pass_and_the_three_hacks_fail(sandbox):
 
     chosen = ("HumanEval/0", "HumanEval/32", "HumanEval/38", "HumanEval/115")  # helpers in the prompt, imports
     problems = [p for p in load_humaneval() if p.uid in chosen]
-    verify = CodeVerifier(sandbox, Limits(wall_s=20.0, cpu_s=10.0), workers=2)
+    # wall time generous (each program takes well under a second alone): a loaded machine must not fail a right answer
+    verify = CodeVerifier(sandbox, Limits(wall_s=60.0, cpu_s=10.0), workers=2)
     assert verify([fence(p.answer) for p in problems], problems) == [1.0] * len(problems)
     hacks = [HARNESS_ATTACKS[name][1] for name in THE_THREE]
     for problem in problems:  # the same tricks, aimed at each entry point
