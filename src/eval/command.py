@@ -22,7 +22,7 @@ from kimi_rl.tasks.base import Problem
 from kimi_rl.config.loader import load_config
 from kimi_rl.data import DataFileError
 from kimi_rl.data.prompts import encode_prompts
-from kimi_rl.eval.evaluate import cap_per_level as cap, evaluate, format_summary, format_table
+from kimi_rl.eval.evaluate import EvalResult, cap_per_level as cap, evaluate, format_summary, format_table
 from kimi_rl.models.modeling import check_model_folder, load_tokenizer, model_context
 from kimi_rl.pipeline import BASE_FORMAT, log, sft_key
 from kimi_rl.rewards import make_verifier
@@ -53,7 +53,7 @@ class EvalArgs:
 @dataclass
 class ModelEval:
     spec: ModelSpec
-    result: "EvalResult"  # noqa: F821 - kimi_rl.eval.evaluate.EvalResult, imported lazily
+    result: EvalResult
     seconds: float
     outcomes: dict | None = None
     """The verifier's outcome counts for this model (correct / wrong / no_answer / ...), when it keeps them."""
