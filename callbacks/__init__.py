@@ -3,7 +3,8 @@
 from kimi_rl.callbacks.checkpoint import IterationCheckpoint, SaveHFModel
 from kimi_rl.callbacks.heldout_eval import HeldoutEval
 from kimi_rl.callbacks.partial_rollout import PartialRollout
+from kimi_rl.callbacks.progress import ProgressLog
 from kimi_rl.callbacks.sample_logger import SampleLogger
 from kimi_rl.callbacks.weight_sync import WeightSync
 
-__all__ = ["HeldoutEval", "IterationCheckpoint", "PartialRollout", "SampleLogger", "SaveHFModel", "WeightSync"]
+__all__ = ["HeldoutEval", "IterationCheckpoint", "PartialRollout", "ProgressLog", "SampleLogger", "SaveHFModel", "WeightSync"]

@@ -17,18 +17,21 @@ from kimi_rl.rollout.worker import RolloutWorker
 
 class HeldoutEval(Callback):
     def __init__(self, worker: RolloutWorker, problems, prompts: list[list[int]], samples: int,
-                 temperature: float, max_tokens: int, every: int = 0) -> None:
+                 temperature: float, max_tokens: int, every: int = 0, verifier=None) -> None:
+        """``verifier``: the verifier of held-out accuracy (None: the worker's reward verifier; see
+        ``eval.verifier``)."""
         if samples < 1 or max_tokens < 1 or every < 0:
             raise ValueError("HeldoutEval: samples and max_tokens must be >= 1, every >= 0")
         self.worker, self.problems, self.prompts = worker, problems, prompts
         self.samples, self.temperature, self.max_tokens, self.every = samples, temperature, max_tokens, every
+        self.verifier = verifier
         self.results: dict[str, EvalResult] = {}
 
     def run(self, trainer: L.Trainer) -> EvalResult:
         rank, world = trainer.global_rank, trainer.world_size
         mine = list(range(rank, len(self.problems), world))
         local = self.worker.evaluate([self.problems[i] for i in mine], [self.prompts[i] for i in mine],
-                                     self.samples, self.temperature, self.max_tokens)
+                                     self.samples, self.temperature, self.max_tokens, self.verifier)
         return self._reduce(local, trainer)
 
     def _reduce(self, local: EvalResult, trainer: L.Trainer) -> EvalResult:

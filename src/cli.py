@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from kimi_rl.config import ConfigError
+from kimi_rl.runs import set_log_file
 
 COMMANDS = {
     "sft": "long-CoT SFT warm-up, then held-out accuracy per level",
@@ -16,6 +17,8 @@ COMMANDS = {
     "difficulty": "label a problem file's difficulty by a model's pass rate over n samples [difficulty.KEY=VALUE]",
     "make-tests": "tests for code problems from generators, judged by reference submissions [make_tests.KEY=VALUE]",
     "curate": "drop easy-to-hack problems: the model guesses the answer without CoT [curate.KEY=VALUE]",
+    "reward-model": "classic and chain-of-thought reward models from the policy's samples, vs the rule "
+                    "[reward_model.KEY=VALUE]",
     "bench": "benchmarks: partial vs full rollouts, sandbox starts/s [bench.KEY=VALUE]",
 }
 
@@ -123,6 +126,13 @@ def cmd_curate(overrides: list[str]) -> int:
     return run_curate(overrides)
 
 
+def cmd_reward_model(overrides: list[str]) -> int:
+    """``kimi-rl reward-model [overrides] [reward_model.KEY=VALUE ...]`` (see kimi_rl.rewards.training)."""
+    from kimi_rl.rewards.training import run_reward_model
+
+    return run_reward_model(overrides)
+
+
 def cmd_long2short(overrides: list[str]) -> int:
     """``kimi-rl long2short [overrides] [long2short.KEY=VALUE]`` (see kimi_rl.long2short.stages)."""
     from kimi_rl.config.loader import load_config
@@ -151,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "import-smollm2": cmd_import_smollm2,
                 "merge": cmd_merge, "long2short": cmd_long2short, "bench": cmd_bench,
-                "difficulty": cmd_difficulty, "make-tests": cmd_make_tests, "curate": cmd_curate}
+                "difficulty": cmd_difficulty, "make-tests": cmd_make_tests, "curate": cmd_curate,
+                "reward-model": cmd_reward_model}
+    set_log_file(None)  # a command names its run's log file (prepare); none from an earlier command lingers
     try:
         return handlers[args.command](args.overrides)
     except ConfigError as e:

@@ -14,9 +14,10 @@ from kimi_rl.config.loader import save_config
 from kimi_rl.eval.evaluate import cap_per_level
 from kimi_rl.models.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer, model_context
 from kimi_rl.rollout.weights import save_policy  # noqa: F401  (kimi_rl.pipeline.save_policy, as before)
-from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, mark_done
-from kimi_rl.tasks import PromptLimit, TaskData, load_task
-from kimi_rl.callbacks import HeldoutEval, IterationCheckpoint, PartialRollout, SampleLogger, SaveHFModel, WeightSync
+from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, log, mark_done, set_log_file
+from kimi_rl.tasks import PromptLimit, TaskData, heldout_verifier, load_task
+from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, PartialRollout, ProgressLog, SampleLogger,
+                               SaveHFModel, WeightSync)
 from kimi_rl.data.prompts import encode_prompts
 from kimi_rl.eval.evaluate import evaluate
 from kimi_rl.models.tokenizer import build_char_tokenizer
@@ -35,14 +36,10 @@ BASE_FORMAT = 2
 """Bumped when the built base model's files change (invalidates cached bases and warm-ups)."""
 
 
-def log(msg: str) -> None:
-    if is_rank_zero():
-        print(f"[kimi-rl] {msg}", flush=True)
-
-
 def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
     """Validate inputs that could fail late (model folder, data) and save the resolved config."""
     paths = RunPaths(cfg.run.dir, cfg.run.name)
+    set_log_file(paths.log)
     if cfg.model.path:
         check_model_folder(cfg.model.path)
     if cfg.sft.enabled and cfg.data.source != "arithmetic":
@@ -52,6 +49,8 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
         resume_path(cfg, paths)  # a bad checkpoint fails now, not after the warm-up (run_rl resolves it again)
     task = load_task(cfg.data, cfg.run.seed, prompt_limit(cfg))
     check_verifier(task.verifier, cfg.data.verifier_options, "rl" if cfg.rl.enabled else "eval")
+    if heldout_verifier(cfg.data, cfg.eval.verifier) != (task.verifier, dict(cfg.data.verifier_options)):
+        check_verifier(*heldout_verifier(cfg.data, cfg.eval.verifier), key="eval.verifier")
 
     try:  # e.g. a curriculum stage naming a level the data lacks: fail now, not after the warm-up
         SAMPLERS.get(cfg.data.sampler)([p.difficulty for p in task.train], cfg.data, cfg.run.seed)
@@ -95,16 +94,23 @@ def write_skipped_rows(paths: RunPaths, task: TaskData) -> Path:
     return path
 
 
-def check_verifier(name: str, options, purpose: str = "eval") -> None:
+def check_verifier(name: str, options, purpose: str = "eval", key: str = "data.verifier") -> None:
     """Build (and close) the verifier once at start: a bad name or option fails before any training,
-    as one ConfigError naming ``data.verifier`` or ``data.verifier_options``."""
+    as one ConfigError naming ``data.verifier`` (or ``key``) or ``data.verifier_options``."""
     try:
         verifier = make_verifier(name, options, purpose)
-    except ConfigError:
+    except ConfigError as e:
+        if key != "data.verifier" and str(e).startswith("data.verifier:"):
+            raise ConfigError(key + str(e)[len("data.verifier"):]) from None
         raise
     except (KeyError, TypeError, ValueError) as e:  # e.g. an unknown sandbox backend from the code verifier
         detail = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise ConfigError(f"data.verifier_options {dict(options or {})} for verifier '{name}': {detail}") from None
+    close_verifier(verifier)
+
+
+def close_verifier(verifier) -> None:
+    """``verifier.close()`` for the verifiers that hold a resource (a process pool, a reward model)."""
     close = getattr(verifier, "close", None)
     if close:
         close()
@@ -153,7 +159,8 @@ def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
     module = SFTModule(model, cfg.sft)
     dm = SFTDataModule(task.train, tok, cfg.data, cfg.sft, cfg.run.seed)
 
-    trainer = build_trainer(cfg.trainer, paths.root, "sft", cfg.sft.max_steps, [SaveHFModel(model_dir, tok)],
+    progress = ProgressLog("SFT step", cfg.sft.max_steps, {"loss": "sft/loss"}, every=cfg.sft.log_every)
+    trainer = build_trainer(cfg.trainer, paths.root, "sft", cfg.sft.max_steps, [SaveHFModel(model_dir, tok), progress],
                             log_every_n_steps=cfg.sft.log_every)
     log(f"SFT warm-up: {cfg.sft.max_steps} steps on {len(task.train)} problems -> {model_dir}")
     t0 = time.perf_counter()
@@ -175,9 +182,13 @@ def evaluate_folder(cfg: Config, model_dir: Path, task: TaskData, name: str):
     context = model_context(model_dir)
     if context is not None:
         max_len = min(max_len, context)
-    with open_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max_len) as engine:
-        return evaluate(engine, tok, problems, prompts, make_verifier(task.verifier, cfg.data.verifier_options),
-                        cfg.eval.samples, cfg.eval.temperature, max_tokens)
+    verifier = make_verifier(*heldout_verifier(cfg.data, cfg.eval.verifier))
+    try:
+        with open_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max_len) as engine:
+            return evaluate(engine, tok, problems, prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
+                            max_tokens)
+    finally:
+        close_verifier(verifier)
 
 
 def write_eval(paths: RunPaths, results: dict, filename: str) -> Path:
@@ -188,6 +199,11 @@ def write_eval(paths: RunPaths, results: dict, filename: str) -> Path:
     return path
 
 
+RL_PROGRESS = {"reward": "reward/mean", "accuracy": "reward/accuracy", "tokens": "response/length_mean",
+               "rollout s": "time/rollout_s", "train s": "time/train_s"}
+"""What each RL iteration's progress line shows (label -> metric)."""
+
+
 def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     """k1.5 RL from the HF folder ``init_dir``; returns (final model folder, HeldoutEval results)."""
     import lightning as L
@@ -196,6 +212,9 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     L.seed_everything(cfg.run.seed, verbose=False)
     tok = load_tokenizer(init_dir)
     verifier = make_verifier(task.verifier, cfg.data.verifier_options, purpose="rl")
+    eval_name, eval_options = heldout_verifier(cfg.data, cfg.eval.verifier)
+    eval_verifier = None if (eval_name, eval_options) == (task.verifier, dict(cfg.data.verifier_options)) \
+        else make_verifier(eval_name, eval_options)  # None: the reward's verifier
     heldout = cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
     heldout_prompts = encode_prompts(heldout, tok, cfg.data)
     eval_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
@@ -210,7 +229,7 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     module = KimiRLModule(load_model(init_dir, cfg.model.dtype), cfg.algo)
     worker = RolloutWorker(cfg.rollout, cfg.model, init_dir, verifier, cfg.run.seed, max_len, cfg.algo.repeat_penalty)
     heldout_eval = HeldoutEval(worker, heldout, heldout_prompts, cfg.eval.samples, cfg.eval.temperature, eval_tokens,
-                               cfg.rl.eval_every)
+                               cfg.rl.eval_every, eval_verifier)
     callbacks = [  # one iteration: rollout (batch start) -> update (module) -> weight sync (batch end)
         PartialRollout(worker, RecipeSchedule.from_config(cfg)),
         WeightSync(worker, cfg.rollout.weight_sync),
@@ -218,6 +237,7 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
         SampleLogger(tok, cfg.rl.sample_log_every),
         IterationCheckpoint(paths.checkpoints, cfg.rl.checkpoint_every),
         SaveHFModel(paths.final_model, tok),
+        ProgressLog("RL iteration", cfg.rl.iterations, RL_PROGRESS),
     ]
     ckpt = resume_path(cfg, paths)
     trainer = build_trainer(cfg.trainer, paths.root, "rl", -1, callbacks, max_epochs=1, fresh=ckpt is None,
@@ -228,7 +248,11 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     log(f"RL: {cfg.rl.iterations} iterations x {cfg.rollout.prompts_per_iteration} prompts x "
         f"{cfg.rollout.samples_per_prompt} samples, loss {cfg.algo.loss}, engine {cfg.rollout.engine}")
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    finally:
+        for v in (verifier, eval_verifier):
+            close_verifier(v)
     if trainer.is_global_zero:
         mark_done(paths.final_model, {"seconds": time.perf_counter() - t0, "iterations": module.iteration})
     trainer.strategy.barrier()

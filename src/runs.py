@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,28 @@ def global_rank() -> int:
 
 def is_rank_zero() -> bool:
     return global_rank() == 0
+
+
+_LOG_FILE: Path | None = None
+
+
+def set_log_file(path: Path | None) -> None:
+    """Also append ``log`` lines (timestamped) to ``path`` (rank 0), e.g. ``runs/<name>/kimi-rl.log``: progress
+    of a long run is in a file, not only on a terminal. None: terminal only."""
+    global _LOG_FILE
+    if path is not None and is_rank_zero():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _LOG_FILE = None if path is None else Path(path)
+
+
+def log(msg: str) -> None:
+    """``[kimi-rl] msg`` on stdout, and in the log file when one is set (rank 0 only)."""
+    if not is_rank_zero():
+        return
+    print(f"[kimi-rl] {msg}", flush=True)
+    if _LOG_FILE is not None:
+        with open(_LOG_FILE, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
 
 def config_hash(*parts: Any) -> str:
@@ -51,6 +74,11 @@ class RunPaths:
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def log(self) -> Path:
+        """The run's log file: what the terminal shows of the run, with progress lines, timestamped."""
+        return self.root / "kimi-rl.log"
 
     @property
     def checkpoints(self) -> Path:

@@ -14,7 +14,7 @@ from kimi_rl.config.checks import (RESERVED_RUN_NAMES, ConfigError, _at_least, _
                                    _one_of, check_run_name)
 from kimi_rl.config.data import CurriculumStage, DataConfig, _check_template  # noqa: F401
 from kimi_rl.config.tools import (BenchConfig, CurateConfig, DifficultyConfig, Long2ShortConfig,  # noqa: F401
-                                  MakeTestsConfig)
+                                  MakeTestsConfig, RewardModelConfig)
 
 
 @dataclass
@@ -309,6 +309,9 @@ class EvalConfig:
     """Longest evaluated response (null: rollout.max_response_tokens)."""
     max_problems_per_level: int = 100
     """Cap on held-out problems per difficulty level."""
+    verifier: Optional[str] = None
+    """Verifier of held-out accuracy (null: data.verifier, except that a ``reward_model`` reward is replaced by
+    the data source's rule, so held-out numbers stay the truth while a learned judge trains the policy)."""
 
     def __post_init__(self) -> None:
         _finite(self, "eval")
@@ -353,6 +356,7 @@ class Config:
     difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
     long2short: Long2ShortConfig = field(default_factory=Long2ShortConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
 
     def __post_init__(self) -> None:
         """Checks across sections (each section checked its own keys)."""

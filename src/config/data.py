@@ -24,7 +24,7 @@ class DataConfig:
     path: Optional[str] = None
     """JSONL / JSON / Parquet problem file when ``source: file``."""
     verifier: Optional[str] = None
-    """Reward verifier by name (arithmetic | math | code | reasoning_gym); null: the source's default."""
+    """Reward verifier by name (arithmetic | math | code | reasoning_gym | reward_model); null: the source's default."""
     verifier_options: dict[str, Any] = field(default_factory=dict)
     """Keyword options of the verifier, e.g. code: {backend: bwrap | rlimit | auto, workers: 4,
     fraction: true (scored as the share of tests passed; RL and eval count a sample correct above 0.5),

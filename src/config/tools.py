@@ -1,8 +1,8 @@
 """Config sections of the commands beside training: ``make-tests``, ``curate``, ``difficulty``, ``long2short``,
-``bench``.
+``bench``, ``reward-model``.
 
 Each is a section of the one config (``make_tests.*``, ``curate.*``, ``difficulty.*``, ``long2short.*``,
-``bench.*``), overridden like any other key; its keys and defaults are written here only."""
+``bench.*``, ``reward_model.*``), overridden like any other key; its keys and defaults are written here only."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -224,3 +224,46 @@ class BenchConfig:
         _at_least(self, "bench", 0, "threads", "seed", "sandbox_workers")
         _check(self.segment_tokens <= self.max_response_tokens, "bench.segment_tokens",
                f"{self.segment_tokens} is more than bench.max_response_tokens={self.max_response_tokens}")
+
+
+REWARD_MODEL_KINDS = ("classic", "cot")
+"""The reward models ``kimi-rl reward-model`` trains (paper 2.1): a value head, a chain-of-thought judge."""
+
+
+@dataclass
+class RewardModelConfig:
+    """``kimi-rl reward-model`` (k1.5 section 2.1): a classic and a chain-of-thought reward model trained on the
+    policy's own responses labelled by the data's rule verifier, then their agreement with the rule on held-out
+    responses. The models serve as ``data.verifier=reward_model`` (``data.verifier_options.model``)."""
+
+    kinds: list[str] = field(default_factory=lambda: list(REWARD_MODEL_KINDS))
+    """Reward models to train: classic (sequence-classification head) | cot (reasons, then a JSON verdict)."""
+    model: Optional[str] = None
+    """Policy folder whose samples are labelled and from which both models start (null: model.path, else the
+    run's SFT warm-up, trained or reused from the cache)."""
+    out: Optional[str] = None
+    """Output folder (models, labelled responses, report); null: ``runs/<run.name>/reward_models``."""
+    train_problems_per_level: int = 200
+    """Training problems per level whose responses are labelled."""
+    samples: int = 4
+    """Responses sampled per problem (train and held-out)."""
+    temperature: float = 1.0
+    """Sampling temperature of those responses."""
+    steps: int = 300
+    """Optimizer steps of each reward model."""
+    lr: float = 1.0e-3
+    """Peak AdamW learning rate (linear warm-up over a tenth of the steps, cosine decay)."""
+    tokens_per_step: int = 16384
+    """Token budget of one training batch (length-bucketed)."""
+    judge_max_tokens: int = 64
+    """CoT judge: longest judgement (reasoning + verdict)."""
+
+    def __post_init__(self) -> None:
+        _finite(self, "reward_model")
+        bad = [k for k in self.kinds if k not in REWARD_MODEL_KINDS]
+        _check(bool(self.kinds) and not bad, "reward_model.kinds",
+               f"{bad or '[]'} is not a list of {', '.join(REWARD_MODEL_KINDS)}")
+        _at_least(self, "reward_model", 1, "train_problems_per_level", "samples", "steps", "judge_max_tokens")
+        _at_least(self, "reward_model", 256, "tokens_per_step")
+        _check(self.lr > 0, "reward_model.lr", f"must be > 0, got {self.lr}")
+        _check(self.temperature >= 0, "reward_model.temperature", "must be >= 0 (0 = greedy)")

@@ -28,7 +28,7 @@ from kimi_rl.pipeline import BASE_FORMAT, log, sft_key
 from kimi_rl.rewards import make_verifier
 from kimi_rl.rollout import EngineError, open_engine
 from kimi_rl.runs import RunPaths, config_hash, is_done
-from kimi_rl.tasks import load_task
+from kimi_rl.tasks import heldout_verifier, load_task
 from kimi_rl.tasks.code import CodeTaskError
 
 SPLITS = ("heldout", "all")
@@ -262,7 +262,7 @@ def plot_accuracy_vs_tokens(path: Path, dataset: str, evals: list[ModelEval]) ->
 
 
 def _load_problems(cfg: Config, split: str):
-    """Problems and verifier name; data errors become one-line ConfigErrors."""
+    """Problems and the held-out verifier (name, options); data errors become one-line ConfigErrors."""
     try:
         task = load_task(cfg.data, cfg.run.seed)
     except (DataFileError, CodeTaskError, FileNotFoundError, ImportError) as e:
@@ -270,7 +270,7 @@ def _load_problems(cfg: Config, split: str):
     problems = select_problems(task.train, task.heldout, split, cfg.eval.max_problems_per_level)
     if not problems:
         raise ConfigError(f"eval.max_problems_per_level={cfg.eval.max_problems_per_level}: no problems to evaluate")
-    return problems, task.verifier
+    return problems, heldout_verifier(cfg.data, cfg.eval.verifier)
 
 
 def run_eval(words: Sequence[str]) -> int:
@@ -278,12 +278,12 @@ def run_eval(words: Sequence[str]) -> int:
     args = parse_eval_args(words)
     cfg = load_config(args.overrides)
     specs = resolve_models(args, cfg)
-    problems, verifier_name = _load_problems(cfg, args.split)
+    problems, (verifier_name, verifier_options) = _load_problems(cfg, args.split)
     dataset, root = dataset_name(cfg.data), RunPaths(cfg.run.dir, cfg.run.name).root
     log(f"eval on {dataset} ({args.split}): {len(problems)} problems x {cfg.eval.samples} samples, "
         f"T={cfg.eval.temperature}, engine {cfg.rollout.engine}, models: "
         + ", ".join(f"{s.name}={s.path}" for s in specs))
-    verifier = make_verifier(verifier_name, cfg.data.verifier_options)
+    verifier = make_verifier(verifier_name, verifier_options)
     evals = []
     try:
         for spec in specs:

@@ -129,12 +129,13 @@ def _fmt(shape: tuple[int, ...]) -> str:
 def check_weight_shapes(folder: Path, key: str = "model.path") -> None:
     """config.json and the weights agree: every tensor both name has one shape, the layer count matches, and an
     untied model has its lm_head. Reads file headers and builds the model on the meta device (no memory)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     try:
         config = AutoConfig.from_pretrained(str(folder))
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
+        classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        with torch.device("meta"):  # a classic reward model is a sequence classifier
+            model = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM).from_config(config)
     except Exception as e:  # an unknown model_type, a bad value in config.json
         detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:400]
         raise ConfigError(f"{key}: '{folder}/config.json' does not describe a causal LM transformers can build "

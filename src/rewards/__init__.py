@@ -32,6 +32,7 @@ def arithmetic_verifier(**options: object) -> Verifier:
 VERIFIERS.register_lazy("math", "kimi_rl.rewards.math:math_verifier")
 VERIFIERS.register_lazy("code", "kimi_rl.rewards.code:code_verifier")
 VERIFIERS.register_lazy("reasoning_gym", "kimi_rl.tasks.reasoning_gym:reasoning_gym_verifier")
+VERIFIERS.register_lazy("reward_model", "kimi_rl.rewards.reward_model:reward_model_verifier")
 
 
 def make_verifier(name: str, options: Mapping[str, Any] | None = None, purpose: str = "eval") -> Verifier:

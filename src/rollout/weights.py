@@ -94,4 +94,7 @@ def full_state_dict_for_engine(
         state[name] = (tensor if device is None else tensor.to(device)).contiguous()
     if not state:
         raise KeyError(f"no weights under prefix '{prefix}' in a state dict of {type(model).__name__}")
+    output_layer = getattr(model, "get_output_embeddings", None)
+    if output_layer is not None and output_layer() is None:  # e.g. a reward model's classification head
+        return state
     return tie_output_layer(state)

@@ -127,6 +127,9 @@ class RolloutWorker:
             m["data/sampled_difficulty_mean"] = sum(p.difficulty for p in problems) / len(problems)
             for level in sorted(set(source.sampler.difficulties)):  # every level, so ranks average like shares
                 m[f"data/sampled_level_{level}_frac"] = sum(p.difficulty == level for p in problems) / len(problems)
+        pop_stats = getattr(self.verifier, "pop_stats", None)  # e.g. a reward model's unparseable verdicts
+        if pop_stats is not None:
+            m.update({f"reward/verifier_{k}": float(v) for k, v in pop_stats().items()})
         m.update({f"rollout/{k}": v for k, v in self.buffer.stats(iteration).items()})
         m.update({f"data/{k}": float(v) for k, v in source.sampler.stats().items()})
         if groups:
@@ -162,12 +165,12 @@ class RolloutWorker:
         self.engine.rebuild(folder)
 
     def evaluate(self, problems: Sequence[Problem], prompts: list[list[int]], samples: int, temperature: float,
-                 max_tokens: int):
-        """This rank's held-out ``EvalResult`` with the rollout engine and verifier (no sleep after it: a
-        rollout follows before any training)."""
+                 max_tokens: int, verifier=None):
+        """This rank's held-out ``EvalResult`` with the rollout engine and ``verifier`` (None: the reward's) (no
+        sleep after it: a rollout follows before any training)."""
         self.engine.wake_up()
-        return evaluate(self.engine, self.tokenizer, problems, prompts, self.verifier, samples, temperature,
-                        max_tokens)
+        return evaluate(self.engine, self.tokenizer, problems, prompts, verifier or self.verifier, samples,
+                        temperature, max_tokens)
 
     # -- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

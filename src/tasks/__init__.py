@@ -173,6 +173,20 @@ DEFAULT_VERIFIER = {name: SOURCES.get(name).verifier for name in SOURCES.names()
 """``data.source`` -> the verifier used when ``data.verifier`` is null."""
 
 
+def heldout_verifier(data: DataConfig, eval_verifier: str | None) -> tuple[str, dict]:
+    """The verifier of held-out accuracy and its options: ``eval.verifier``, else the reward's verifier
+    (``data.verifier`` or the source's), except that a ``reward_model`` reward is replaced by the source's rule so
+    held-out numbers stay the truth. Options: ``data.verifier_options`` when the name is the reward's, else none.
+
+    >>> heldout_verifier(DataConfig(verifier="reward_model", verifier_options={"kind": "cot"}), None)
+    ('arithmetic', {})
+    """
+    source_rule = SOURCES.get(data.source).verifier
+    reward = data.verifier or source_rule
+    name = eval_verifier or (source_rule if reward == "reward_model" else reward)
+    return name, (dict(data.verifier_options) if name == reward else {})
+
+
 def load_task(data: DataConfig, seed: int, prompt_limit: PromptLimit | None = None) -> TaskData:
     """Train and held-out problems plus the verifier name, checked before any training. With ``prompt_limit``,
     a row whose prompt leaves the model no room for a response is an error (or skipped and counted)."""

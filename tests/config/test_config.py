@@ -47,7 +47,8 @@ def test_every_yaml_key_is_a_config_field():
 
     cfg = compose([])
     assert set(OmegaConf.to_container(cfg)) == {"run", "model", "data", "sft", "algo", "rollout", "trainer", "rl",
-                                                 "eval", "phase", "make_tests", "curate", "difficulty", "long2short", "bench"}
+                                                 "eval", "phase", "make_tests", "curate", "difficulty", "long2short", "bench",
+                                                 "reward_model"}
 
 
 def test_config_yaml_states_the_dataclass_defaults():
