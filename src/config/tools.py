@@ -257,6 +257,9 @@ class RewardModelConfig:
     """Token budget of one training batch (length-bucketed)."""
     judge_max_tokens: int = 64
     """CoT judge: longest judgement (reasoning + verdict)."""
+    judge_response_tokens: Optional[int] = None
+    """Both judges read only the last n tokens of a response (null: all of it, up to the context); use the same
+    ``response_tokens`` in ``data.verifier_options`` when the judge serves as the reward."""
 
     def __post_init__(self) -> None:
         _finite(self, "reward_model")
@@ -265,5 +268,7 @@ class RewardModelConfig:
                f"{bad or '[]'} is not a list of {', '.join(REWARD_MODEL_KINDS)}")
         _at_least(self, "reward_model", 1, "train_problems_per_level", "samples", "steps", "judge_max_tokens")
         _at_least(self, "reward_model", 256, "tokens_per_step")
+        _check(self.judge_response_tokens is None or self.judge_response_tokens >= 1,
+               "reward_model.judge_response_tokens", "must be null or >= 1")
         _check(self.lr > 0, "reward_model.lr", f"must be > 0, got {self.lr}")
         _check(self.temperature >= 0, "reward_model.temperature", "must be >= 0 (0 = greedy)")

@@ -36,7 +36,7 @@ from kimi_rl.tasks.base import Problem
 KINDS = ("cot", "classic")
 RULES = ("arithmetic", "math")
 OPTIONS = ("kind", "model", "rule", "engine", "max_tokens", "temperature", "threshold", "batch_size",
-           "max_model_len", "device", "seed")
+           "max_model_len", "response_tokens", "device", "seed")
 
 RESPONSE_MARK = "### Response:"
 VERDICT_MARK = "### Judgement:"
@@ -61,10 +61,15 @@ def judge_prompt(question: str, reference: str, response: str) -> str:
             f"{RESPONSE_MARK}\n{neutralise(response)}\n{VERDICT_MARK}\n")
 
 
-def fit_prompt(tokenizer, question: str, reference: str, response: str, limit: int) -> list[int]:
+def fit_prompt(tokenizer, question: str, reference: str, response: str, limit: int,
+               response_tokens: Optional[int] = None) -> list[int]:
     """``judge_prompt`` as token ids, the response cut from the left until the prompt has at most ``limit``
-    tokens (the response's end, where its final answer is, is kept). Raises ValueError when the prompt without
-    any response is already longer than ``limit``."""
+    tokens (the response's end, where its final answer is, is kept), and to its last ``response_tokens`` tokens
+    when that is set. Raises ValueError when the prompt without any response is already longer than ``limit``."""
+    if response_tokens is not None:
+        tail = tokenizer(response, add_special_tokens=False)["input_ids"]
+        if len(tail) > response_tokens:
+            response = "..." + tokenizer.decode(tail[-response_tokens:], skip_special_tokens=True)
     ids = tokenizer(judge_prompt(question, reference, response))["input_ids"]
     cut = 0
     while len(ids) > limit:
@@ -145,17 +150,20 @@ class RewardModelVerifier:
 
     def __init__(self, kind: str, model: str, rule: Optional[str] = None, engine: str = "hf", max_tokens: int = 64,
                  temperature: float = 0.0, threshold: Optional[float] = 0.5, batch_size: int = 64,
-                 max_model_len: Optional[int] = None, device: Optional[str] = None, seed: int = 0) -> None:
+                 max_model_len: Optional[int] = None, response_tokens: Optional[int] = None,
+                 device: Optional[str] = None, seed: int = 0) -> None:
         if kind not in KINDS:
             raise ValueError(f"reward_model: kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if rule is not None and rule not in RULES:
             raise ValueError(f"reward_model: rule must be null or one of {', '.join(RULES)}, got {rule!r}")
         if max_tokens < 1 or batch_size < 1 or temperature < 0:
             raise ValueError("reward_model: max_tokens and batch_size must be >= 1, temperature >= 0")
+        if response_tokens is not None and response_tokens < 1:
+            raise ValueError(f"reward_model: response_tokens must be null or >= 1, got {response_tokens}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"reward_model: threshold must be null or in [0, 1], got {threshold}")
         self.kind, self.rule, self.max_tokens, self.temperature = kind, rule, int(max_tokens), float(temperature)
-        self.threshold, self.batch_size = threshold, int(batch_size)
+        self.threshold, self.batch_size, self.response_tokens = threshold, int(batch_size), response_tokens
         self.folder = check_model_folder(model, "data.verifier_options.model")
         self.tokenizer = load_tokenizer(self.folder)
         self.tokenizer.model_max_length = 1 << 62  # fit_prompt cuts prompts to the judge's own limit
@@ -195,7 +203,8 @@ class RewardModelVerifier:
     def judge(self, responses: Sequence[str], problems: Sequence[Problem]) -> list[float]:
         """The model's scores of ``responses`` (no rule)."""
         limit = self.max_model_len - (self.max_tokens if self.kind == "cot" else 0)
-        prompts = [fit_prompt(self.tokenizer, p.question, p.answer, r, limit) for r, p in zip(responses, problems)]
+        prompts = [fit_prompt(self.tokenizer, p.question, p.answer, r, limit, self.response_tokens)
+                   for r, p in zip(responses, problems)]
         return self._cot(prompts) if self.kind == "cot" else self._classic(prompts)
 
     def _cot(self, prompts: list[list[int]]) -> list[float]:
@@ -247,7 +256,8 @@ def reward_model_verifier(**options: object) -> RewardModelVerifier:
     required), ``rule`` (null | arithmetic | math: decides first), ``engine`` (cot: hf | vllm, default hf),
     ``max_tokens`` (cot: judgement length, 64), ``temperature`` (cot: 0 = greedy), ``threshold`` (classic: 0.5;
     null: the probability is the reward), ``batch_size`` (64), ``max_model_len`` (null: the folder's context),
-    ``device``, ``seed``."""
+    ``response_tokens`` (null: the whole response; n: its last n tokens, as the judge was trained), ``device``,
+    ``seed``."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ValueError(f"reward_model: unknown option(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")

@@ -129,11 +129,12 @@ class ClassicRMModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def judge_examples(kind: str, labelled: Sequence[Labelled], tok, limit: int) -> list[tuple[list[int], list[int] | int]]:
+def judge_examples(kind: str, labelled: Sequence[Labelled], tok, limit: int,
+                   response_tokens: int | None = None) -> list[tuple[list[int], list[int] | int]]:
     """Training examples of one kind: (judge prompt, label) for classic, (judge prompt, judgement + eos) for cot."""
     out: list[tuple[list[int], list[int] | int]] = []
     for x in labelled:
-        prompt = fit_prompt(tok, x.problem.question, x.problem.answer, x.response, limit)
+        prompt = fit_prompt(tok, x.problem.question, x.problem.answer, x.response, limit, response_tokens)
         if kind == "classic":
             out.append((prompt, int(x.correct)))
         else:
@@ -149,7 +150,7 @@ def train_one(cfg: Config, opts: RewardModelConfig, kind: str, policy: Path, lab
     tok.model_max_length = 1 << 62
     context = model_context(policy) or 2048
     limit = context - (opts.judge_max_tokens if kind == "cot" else 0)
-    examples = judge_examples(kind, labelled, tok, limit)
+    examples = judge_examples(kind, labelled, tok, limit, opts.judge_response_tokens)
     warmup = max(1, opts.steps // 10)
     if kind == "classic":
         model = AutoModelForSequenceClassification.from_pretrained(str(policy), num_labels=1, dtype=torch.float32)
@@ -197,7 +198,8 @@ def agreement(labels: Sequence[bool], verdicts: Sequence[float], levels: Sequenc
 
 def judge_heldout(kind: str, folder: Path, labelled: Sequence[Labelled], opts: RewardModelConfig, seed: int) -> dict:
     """The trained judge on the held-out responses, as ``data.verifier=reward_model`` runs it (no rule)."""
-    judge = RewardModelVerifier(kind, str(folder), max_tokens=opts.judge_max_tokens, seed=seed)
+    judge = RewardModelVerifier(kind, str(folder), max_tokens=opts.judge_max_tokens,
+                                response_tokens=opts.judge_response_tokens, seed=seed)
     try:
         t0 = time.perf_counter()
         verdicts = judge.judge([x.response for x in labelled], [x.problem for x in labelled])
@@ -256,7 +258,7 @@ def run_reward_model(overrides: Sequence[str]) -> int:
         folder = train_one(cfg, opts, kind, policy, train, out)
         judges[kind] = {"model": str(folder), **judge_heldout(kind, folder, heldout, opts, cfg.run.seed)}
     labels = [x.correct for x in heldout]
-    report = {"policy": str(policy), "rule": rule_name, "train_responses": len(train),
+    report = {"policy": str(policy), "rule": rule_name, "settings": dataclasses.asdict(opts), "train_responses": len(train),
               "train_right": sum(x.correct for x in train), "heldout_responses": len(heldout),
               "heldout_right": sum(labels),
               "majority_agreement": max(sum(labels), len(labels) - sum(labels)) / max(len(labels), 1),
@@ -265,6 +267,7 @@ def run_reward_model(overrides: Sequence[str]) -> int:
     (out / "report.md").write_text(format_report(report) + "\n")
     log("reward models against the rule on held-out responses (paper 2.1: classic 84.4%, CoT 98.5%):\n"
         + format_report(report))
+    tail = "" if opts.judge_response_tokens is None else f", response_tokens: {opts.judge_response_tokens}"
     log(f"report: {out / 'report.json'}; use one as the reward: data.verifier=reward_model "
-        f"data.verifier_options='{{kind: cot, model: {out / 'cot'}}}'")
+        f"data.verifier_options='{{kind: cot, model: {out / 'cot'}{tail}}}'")
     return 0

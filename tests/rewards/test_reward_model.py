@@ -61,6 +61,8 @@ def test_fit_prompt_cuts_the_response_from_the_left(tiny_model_dir):
     assert len(full) == len(tok(judge_prompt(P.question, P.answer, response))["input_ids"]) > 500
     assert len(short) <= 200
     assert tok.decode(short, skip_special_tokens=True).endswith(f"\\boxed{{7}}\n{VERDICT_MARK}\n")
+    tail = fit_prompt(tok, P.question, P.answer, response, 10_000, response_tokens=20)
+    assert tok.decode(tail, skip_special_tokens=True) == judge_prompt(P.question, P.answer, "..." + response[-20:])
     with pytest.raises(ValueError, match="without any response"):
         fit_prompt(tok, P.question, P.answer, response, 20)
 
