@@ -55,10 +55,11 @@ def neutralise(text: str) -> str:
 
 
 def judge_prompt(question: str, reference: str, response: str) -> str:
-    """The prompt both kinds read: question, reference answer, the (neutralised) response, then the judgement
-    marker after which a CoT judge writes its reasoning and verdict."""
-    return (f"### Question: {neutralise(question)}\n### Reference: {neutralise(reference)}\n"
-            f"{RESPONSE_MARK}\n{neutralise(response)}\n{VERDICT_MARK}\n")
+    """The prompt both kinds read: question, the (neutralised) response, the reference answer, then the judgement
+    marker after which a CoT judge writes its reasoning and verdict. The reference comes last, next to the
+    judgement: a tiny judge copied the response's nearer numbers when the reference stood at the top."""
+    return (f"### Question: {neutralise(question)}\n{RESPONSE_MARK}\n{neutralise(response)}\n"
+            f"### Reference: {neutralise(reference)}\n{VERDICT_MARK}\n")
 
 
 def fit_prompt(tokenizer, question: str, reference: str, response: str, limit: int,
@@ -100,13 +101,30 @@ def verdict_text(correct: bool) -> str:
     return json.dumps({"correct": bool(correct)})
 
 
+def compare_digits(got: str, reference: str) -> tuple[str, bool]:
+    """The digit-by-digit comparison line of a judgement, and whether the numbers are equal: ``1=1 2=2`` where
+    digits agree, ``2!3`` where they do not; numbers of different lengths are compared by length alone.
+
+    >>> compare_digits("128", "138")
+    ('digits 1=1 2!3 8=8', False)
+    >>> compare_digits("12", "123")
+    ('lengths 2 3', False)
+    """
+    if len(got) != len(reference):
+        return f"lengths {len(got)} {len(reference)}", False
+    pairs = [f"{a}{'=' if a == b else '!'}{b}" for a, b in zip(got, reference)]
+    return "digits " + " ".join(pairs), got == reference
+
+
 def arithmetic_judge_trace(response: str, reference: str) -> str:
     """A chain-of-thought judgement for the built-in task, written in code (the CoT judge's SFT target): find the
-    response's final boxed answer, compare it with the reference as integers, then the verdict.
+    response's final boxed answer, copy the reference, compare them digit by digit (each step local, so a judge
+    learns it from every response whatever the share of right ones at a length), then the verdict.
 
     >>> print(arithmetic_judge_trace("3+4=7 c0\\nans 7\\n\\\\boxed{7}", "7"))
     final 7
     reference 7
+    digits 7=7
     same
     {"correct": true}
     >>> print(arithmetic_judge_trace("ans 8", "7"))
@@ -116,8 +134,9 @@ def arithmetic_judge_trace(response: str, reference: str) -> str:
     got = extract_answer(response)
     if got is None or not re.fullmatch(r"-?\d+", got):
         return f"final none\n{verdict_text(False)}"
-    same = int(got) == int(reference)
-    return f"final {got}\nreference {reference}\n{'same' if same else 'differ'}\n{verdict_text(same)}"
+    got, ref = str(int(got)), str(int(reference))
+    line, same = compare_digits(got, ref)
+    return f"final {got}\nreference {ref}\n{line}\n{'same' if same else 'differ'}\n{verdict_text(same)}"
 
 
 def rule_verdicts(rule: str, responses: Sequence[str], problems: Sequence[Problem]) -> list[Optional[float]]:
@@ -148,7 +167,7 @@ class RewardModelVerifier:
     """A ``Verifier`` backed by a reward model folder (see the module docstring); ``stats`` counts what it did
     (``pop_stats`` returns and resets them), ``close`` frees the model."""
 
-    def __init__(self, kind: str, model: str, rule: Optional[str] = None, engine: str = "hf", max_tokens: int = 64,
+    def __init__(self, kind: str, model: str, rule: Optional[str] = None, engine: str = "hf", max_tokens: int = 96,
                  temperature: float = 0.0, threshold: Optional[float] = 0.5, batch_size: int = 64,
                  max_model_len: Optional[int] = None, response_tokens: Optional[int] = None,
                  device: Optional[str] = None, seed: int = 0) -> None:
@@ -254,7 +273,7 @@ class RewardModelVerifier:
 def reward_model_verifier(**options: object) -> RewardModelVerifier:
     """Factory registered as ``reward_model``. Options: ``kind`` (cot | classic, required), ``model`` (folder,
     required), ``rule`` (null | arithmetic | math: decides first), ``engine`` (cot: hf | vllm, default hf),
-    ``max_tokens`` (cot: judgement length, 64), ``temperature`` (cot: 0 = greedy), ``threshold`` (classic: 0.5;
+    ``max_tokens`` (cot: judgement length, 96), ``temperature`` (cot: 0 = greedy), ``threshold`` (classic: 0.5;
     null: the probability is the reward), ``batch_size`` (64), ``max_model_len`` (null: the folder's context),
     ``response_tokens`` (null: the whole response; n: its last n tokens, as the judge was trained), ``device``,
     ``seed``."""

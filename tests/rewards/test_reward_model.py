@@ -60,7 +60,7 @@ def test_fit_prompt_cuts_the_response_from_the_left(tiny_model_dir):
     short = fit_prompt(tok, P.question, P.answer, response, 200)
     assert len(full) == len(tok(judge_prompt(P.question, P.answer, response))["input_ids"]) > 500
     assert len(short) <= 200
-    assert tok.decode(short, skip_special_tokens=True).endswith(f"\\boxed{{7}}\n{VERDICT_MARK}\n")
+    assert tok.decode(short, skip_special_tokens=True).endswith(f"\\boxed{{7}}\n### Reference: 7\n{VERDICT_MARK}\n")
     tail = fit_prompt(tok, P.question, P.answer, response, 10_000, response_tokens=20)
     assert tok.decode(tail, skip_special_tokens=True) == judge_prompt(P.question, P.answer, "..." + response[-20:])
     with pytest.raises(ValueError, match="without any response"):
@@ -68,10 +68,11 @@ def test_fit_prompt_cuts_the_response_from_the_left(tiny_model_dir):
 
 
 def test_judge_trace_compares_the_last_boxed_integer():
-    assert arithmetic_judge_trace("\\boxed{6} no \\boxed{7}", "7").splitlines() == [
-        "final 7", "reference 7", "same", '{"correct": true}']
-    assert arithmetic_judge_trace("\\boxed{07}", "7").endswith("same\n" + '{"correct": true}')
-    assert arithmetic_judge_trace("\\boxed{8}", "7").endswith("differ\n" + '{"correct": false}')
+    assert arithmetic_judge_trace("\\boxed{6} no \\boxed{17}", "17").splitlines() == [
+        "final 17", "reference 17", "digits 1=1 7=7", "same", '{"correct": true}']
+    assert arithmetic_judge_trace("\\boxed{07}", "7").endswith("digits 7=7\nsame\n" + '{"correct": true}')
+    assert arithmetic_judge_trace("\\boxed{18}", "17").endswith("digits 1=1 8!7\ndiffer\n" + '{"correct": false}')
+    assert arithmetic_judge_trace("\\boxed{170}", "17").endswith("lengths 3 2\ndiffer\n" + '{"correct": false}')
     assert arithmetic_judge_trace("\\boxed{seven}", "7") == 'final none\n{"correct": false}'
 
 
