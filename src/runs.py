@@ -34,9 +34,8 @@ def set_log_file(path: Path | None) -> None:
     """Also append ``log`` lines (timestamped) to ``path`` (rank 0), e.g. ``runs/<name>/kimi-rl.log``: progress
     of a long run is in a file, not only on a terminal. None: terminal only."""
     global _LOG_FILE
-    if path is not None and is_rank_zero():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _LOG_FILE = None if path is None else Path(path)
+    _LOG_FILE = None if path is None else Path(path)  # its folder is made by the first line (a run refused at
+    # start leaves nothing behind)
 
 
 def log(msg: str) -> None:
@@ -45,6 +44,7 @@ def log(msg: str) -> None:
         return
     print(f"[kimi-rl] {msg}", flush=True)
     if _LOG_FILE is not None:
+        _LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
         with open(_LOG_FILE, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
