@@ -505,13 +505,13 @@ print(held, flush=True)
 def test_memory_cgroup_bounds_the_run_as_a_whole(sandbox):
     if not sandbox.isolation.memory_cgroup:
         pytest.skip(f"no memory cgroup for {sandbox.name} here (needs root or a delegated cgroup)")
-    before = mem_available_mb()
     limits = Limits(wall_s=30.0, cpu_s=20.0, memory_mb=256, processes=16, group_memory_mb=250)
     result = sandbox.run({"spread.py": SPREAD}, [sandbox.python, "-I", "-S", "spread.py"], b"", limits)
     held = int(result.stdout.split()[0]) if result.ok else 0  # the parent itself may be the one killed
     assert held <= 2, (held, result)
-    total_mb = int(Path("/proc/meminfo").read_text().split()[1]) >> 10
-    assert mem_available_mb() >= before - max(1024, total_mb // 10)
+    # the memory comes back: no process of the run is left holding it (the machine's free memory moves with
+    # whatever else runs, so it is not compared: that failed once beside a training run)
+    assert gone_within("spread.py") == []
 
 
 # ---------------------------------------------------------------- outliving the run
