@@ -49,8 +49,8 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
         resume_path(cfg, paths)  # a bad checkpoint fails now, not after the warm-up (run_rl resolves it again)
     task = load_task(cfg.data, cfg.run.seed, prompt_limit(cfg))
     check_verifier(task.verifier, cfg.data.verifier_options, "rl" if cfg.rl.enabled else "eval")
-    if heldout_verifier(cfg.data, cfg.eval.verifier) != (task.verifier, dict(cfg.data.verifier_options)):
-        check_verifier(*heldout_verifier(cfg.data, cfg.eval.verifier), key="eval.verifier")
+    if (own := own_heldout_verifier(cfg, task)) is not None:
+        check_verifier(*own, key="eval.verifier")
 
     try:  # e.g. a curriculum stage naming a level the data lacks: fail now, not after the warm-up
         SAMPLERS.get(cfg.data.sampler)([p.difficulty for p in task.train], cfg.data, cfg.run.seed)
@@ -92,6 +92,12 @@ def write_skipped_rows(paths: RunPaths, task: TaskData) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(task.skip_report(), indent=1))
     return path
+
+
+def own_heldout_verifier(cfg: Config, task: TaskData) -> tuple[str, dict] | None:
+    """(name, options) of the held-out verifier when it is not the reward's own (``eval.verifier``), else None."""
+    found = heldout_verifier(cfg.data, cfg.eval.verifier)
+    return None if found == (task.verifier, dict(cfg.data.verifier_options)) else found
 
 
 def check_verifier(name: str, options, purpose: str = "eval", key: str = "data.verifier") -> None:
@@ -212,9 +218,8 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     L.seed_everything(cfg.run.seed, verbose=False)
     tok = load_tokenizer(init_dir)
     verifier = make_verifier(task.verifier, cfg.data.verifier_options, purpose="rl")
-    eval_name, eval_options = heldout_verifier(cfg.data, cfg.eval.verifier)
-    eval_verifier = None if (eval_name, eval_options) == (task.verifier, dict(cfg.data.verifier_options)) \
-        else make_verifier(eval_name, eval_options)  # None: the reward's verifier
+    own = own_heldout_verifier(cfg, task)
+    eval_verifier = None if own is None else make_verifier(*own)  # None: the reward's verifier
     heldout = cap_per_level(task.heldout, cfg.eval.max_problems_per_level)
     heldout_prompts = encode_prompts(heldout, tok, cfg.data)
     eval_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens

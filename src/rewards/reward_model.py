@@ -30,7 +30,7 @@ from kimi_rl.config import ModelConfig, RolloutConfig
 from kimi_rl.models.modeling import check_model_folder, load_tokenizer, model_context
 from kimi_rl.rollout import build_engine
 from kimi_rl.rollout.engines.hf import left_pad
-from kimi_rl.tasks.arithmetic import extract_answer
+from kimi_rl.tasks.arithmetic import integer_answer
 from kimi_rl.tasks.base import Problem
 
 KINDS = ("cot", "classic")
@@ -131,10 +131,10 @@ def arithmetic_judge_trace(response: str, reference: str) -> str:
     final none
     {"correct": false}
     """
-    got = extract_answer(response)
-    if got is None or not re.fullmatch(r"-?\d+", got):
+    answer = integer_answer(response)
+    if answer is None:
         return f"final none\n{verdict_text(False)}"
-    got, ref = str(int(got)), str(int(reference))
+    got, ref = str(answer), str(int(reference))
     line, same = compare_digits(got, ref)
     return f"final {got}\nreference {ref}\n{line}\n{'same' if same else 'differ'}\n{verdict_text(same)}"
 
@@ -143,11 +143,8 @@ def rule_verdicts(rule: str, responses: Sequence[str], problems: Sequence[Proble
     """The rule's 0/1 verdicts, None where it cannot decide: no final answer it can parse (``arithmetic``: no
     boxed integer; ``math``: no answer, an error or a timeout of math-verify)."""
     if rule == "arithmetic":
-        out: list[Optional[float]] = []
-        for r, p in zip(responses, problems):
-            got = extract_answer(r)
-            out.append(None if got is None or not re.fullmatch(r"-?\d+", got) else float(int(got) == int(p.answer)))
-        return out
+        answers = [integer_answer(r) for r in responses]
+        return [None if a is None else float(a == int(p.answer)) for a, p in zip(answers, problems)]
     from kimi_rl.rewards.math import MathVerifier  # math-verify only for this rule
 
     scores = MathVerifier().score(responses, problems)

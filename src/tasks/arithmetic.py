@@ -101,9 +101,13 @@ def extract_answer(response: str) -> str | None:
     return found[-1].strip() if found else None
 
 
+def integer_answer(response: str) -> int | None:
+    """The last boxed answer as an integer, or None when there is none or it is not an integer."""
+    got = extract_answer(response)
+    return int(got) if got is not None and re.fullmatch(r"-?\d+", got) else None
+
+
 def verify(response: str, answer: str) -> float:
     """1.0 when the last boxed answer equals the reference as an integer, else 0.0."""
-    got = extract_answer(response)
-    if got is None or not re.fullmatch(r"-?\d+", got):
-        return 0.0
-    return 1.0 if int(got) == int(answer) else 0.0
+    got = integer_answer(response)
+    return 0.0 if got is None else float(got == int(answer))
