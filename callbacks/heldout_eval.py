@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from kimi_rl.eval.evaluate import EvalResult, LevelStats
+from kimi_rl.eval.evaluate import EvalResult, LevelStats, pass_k_values
 from kimi_rl.rollout.worker import RolloutWorker
 
 
@@ -35,28 +35,37 @@ class HeldoutEval(Callback):
         return self._reduce(local, trainer)
 
     def _reduce(self, local: EvalResult, trainer: L.Trainer) -> EvalResult:
+        """Sum the ranks' counts: per level (problems, correct, tokens) and pass@k (problems x pass@k)."""
         levels = sorted({p.difficulty for p in self.problems})
-        t = torch.zeros(len(levels), 3, dtype=torch.float64)  # [levels, (problems, correct, tokens)]
+        ks = pass_k_values(self.samples)
+        t = torch.zeros(len(levels) + 1, max(3, len(ks) + 1), dtype=torch.float64)  # [levels + 1, 3 or k + 1]
         for row, lv in enumerate(levels):
             s = local.per_level.get(lv)
             if s:
                 n = s.problems * self.samples
-                t[row] = torch.tensor([s.problems, s.accuracy * n, s.mean_tokens * n], dtype=torch.float64)
+                t[row, :3] = torch.tensor([s.problems, s.accuracy * n, s.mean_tokens * n], dtype=torch.float64)
+        t[-1, 0] = float(local.problems)  # last row: problems, then sum of pass@k over them for each k
+        t[-1, 1:len(ks) + 1] = torch.tensor([local.pass_at_k.get(k, 0.0) * local.problems for k in ks],
+                                            dtype=torch.float64)
         if trainer.world_size > 1:
             t = trainer.strategy.reduce(t.to(trainer.strategy.root_device), reduce_op="sum").cpu()
         per_level = {}
         for row, lv in enumerate(levels):
-            probs, correct, tokens = t[row].tolist()
+            probs, correct, tokens = t[row, :3].tolist()
             n = max(probs * self.samples, 1)
             per_level[lv] = LevelStats(problems=int(probs), accuracy=correct / n, mean_tokens=tokens / n)
-        total = max(float(t[:, 0].sum()) * self.samples, 1)
-        return EvalResult(accuracy=float(t[:, 1].sum()) / total, mean_tokens=float(t[:, 2].sum()) / total,
-                          per_level=per_level, samples=self.samples)
+        body = t[:-1]
+        total = max(float(body[:, 0].sum()) * self.samples, 1)
+        problems = int(t[-1, 0])
+        pass_at_k = {k: float(t[-1, i + 1]) / problems for i, k in enumerate(ks)} if problems else {}
+        return EvalResult(accuracy=float(body[:, 1].sum()) / total, mean_tokens=float(body[:, 2].sum()) / total,
+                          per_level=per_level, samples=self.samples, pass_at_k=pass_at_k, problems=problems)
 
     def _log(self, trainer: L.Trainer, res: EvalResult, step: int) -> None:
         if trainer.is_global_zero and trainer.logger is not None:
             m = {"eval/accuracy": res.accuracy, "eval/mean_tokens": res.mean_tokens}
             m.update({f"eval/accuracy_level{lv}": s.accuracy for lv, s in res.per_level.items()})
+            m.update({f"eval/pass_at_{k}": v for k, v in res.pass_at_k.items()})
             trainer.logger.log_metrics(m, step=step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

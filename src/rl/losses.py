@@ -190,12 +190,18 @@ class GRPOLoss:
 
 
 class RLOOLoss:
-    """REINFORCE leave-one-out baseline.
+    """REINFORCE leave-one-out baseline, importance-corrected per token for passes after the first.
 
         A_j = r_j - (1 / (k - 1)) sum_{i != j} r_i = k / (k - 1) * (r_j - mean(r))   (0 if k == 1)
-        loss_j = -A_j * logp_j          (logp: sum of masked token log-probs)
+        rho_t = exp(logp_t - logp_old_t)                (logp_old: the iteration's sampling policy)
+        loss_j = -A_j * sum_t m_t * rho_t
 
-    averaged over samples. Terms: ``policy`` (the loss), ``logp`` (mean sample logp).
+    averaged over samples. Its gradient is ``-A_j sum_t m_t rho_t grad logp_t``: on the first pass
+    (policy = logp_old, rho = 1) exactly REINFORCE's ``-A_j grad logp_j``; on later passes
+    (``algo.updates_per_iteration > 1``) each token's gradient is reweighted by pi / pi_old, so the extra
+    passes stay an estimate of the current policy's gradient instead of running off-policy uncorrected.
+    (Mirror descent and ReST need no such weight: their objectives are defined on the samples of pi_old.)
+    Terms: ``policy`` (the loss), ``logp`` (mean sample logp), ``ratio_mean`` (mean rho over masked tokens).
     """
 
     def advantages(self, rewards: Tensor, group_index: Tensor, cfg: AlgoConfig) -> Tensor:
@@ -207,9 +213,12 @@ class RLOOLoss:
     def __call__(self, token_logp: Tensor, token_logp_old: Tensor, mask: Tensor, adv: Tensor,
                  cfg: AlgoConfig) -> LossOutput:
         _check_shapes(token_logp, token_logp_old, mask, adv)
+        m = mask.to(token_logp.dtype)  # [B, T]
+        ratio = (token_logp - token_logp_old.detach()).exp() * m  # [B, T], 0 off the loss mask
+        loss = (-adv.detach() * ratio.sum(-1)).mean()
         logp = sequence_logp(token_logp, mask, normalize=False)  # [B]
-        loss = (-adv.detach() * logp).mean()
-        return LossOutput(loss, {"policy": loss.detach(), "logp": logp.mean().detach()})
+        return LossOutput(loss, {"policy": loss.detach(), "logp": logp.mean().detach(),
+                                 "ratio_mean": (ratio.sum() / m.sum().clamp(min=1.0)).detach()})
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,12 @@ class KimiRLModule(L.LightningModule):
         opt = self.optimizers().optimizer
         opt.state.clear()
 
+    def _optimizer_state_steps(self) -> float:
+        """Adam's step count in the optimizer state (0 for stateless SGD): with ``algo.reset_optimizer`` it equals
+        this iteration's optimizer steps (the state was cleared at its start), otherwise it keeps counting."""
+        opt = self.optimizers().optimizer
+        return max((float(s["step"]) for s in opt.state.values() if "step" in s), default=0.0)
+
     def configure_model(self) -> None:
         mesh = data_parallel_mesh(self)
         if mesh is not None and not getattr(self, "_sharded", False):
@@ -123,6 +129,7 @@ class KimiRLModule(L.LightningModule):
             return None
         metrics.update({f"train/{k}": v / max(steps, 1) for k, v in sums.items()})
         metrics["train/optimizer_steps"] = float(steps)
+        metrics["train/optimizer_state_steps"] = self._optimizer_state_steps()
         metrics["train/skipped_steps"] = float(self.skipped_steps)
         tokens = float(train.attention_mask.sum()) * self.algo.updates_per_iteration
         dt = time.perf_counter() - t0
@@ -133,17 +140,25 @@ class KimiRLModule(L.LightningModule):
 
     @torch.no_grad()
     def _with_reference_logprobs(self, train: RolloutBatch | None, metrics: dict[str, float]) -> RolloutBatch | None:
-        """``train`` with ``logp_old`` = this policy's log-probs of its tokens (``algo.recompute_logp_old``).
+        """``train`` with ``logp_old`` = log pi_theta_i (Eq. 2: the policy this iteration starts from).
 
-        The engine's sampling-time log-probs of the tokens sampled in this iteration are compared with them
+        ``algo.recompute_logp_old``: every trained token's reference comes from this policy's own forward pass;
+        the engine's sampling-time log-probs of the tokens sampled in this iteration are compared with them
         (``train/engine_logp_error_absmax``/``_mean``): a diagnostic of the engine, not an input of the loss.
+        Off: the engine's log-probs stand for the tokens sampled in this iteration (same policy), and only the
+        rows holding older partial-rollout segments are recomputed, so the tau term never anchors to an older
+        policy (``train/stale_logp_shift_mean``: how far those tokens' log-probs moved since sampling).
         """
-        if not self.algo.recompute_logp_old:  # the first minibatch's forward measures the engine (_update)
-            return train
+        if train is None or not len(train):
+            rows = torch.zeros(0, dtype=torch.long)
+        else:
+            stale = train.loss_mask & (train.versions < self.iteration)  # [N, L]
+            rows = (torch.arange(len(train)) if self.algo.recompute_logp_old
+                    else stale.any(dim=1).nonzero().flatten())  # [M] rows of train to recompute
         chunks: list[torch.Tensor] = []
-        if train is not None and len(train):
-            lengths = train.prompt_lengths + train.response_lengths  # [N]
-            chunks = list(torch.argsort(lengths, stable=True).split(self.algo.minibatch_size))  # rows of train
+        if rows.numel():
+            lengths = (train.prompt_lengths + train.response_lengths)[rows]  # [M]
+            chunks = [rows[c] for c in torch.argsort(lengths, stable=True).split(self.algo.minibatch_size)]
         ref = torch.zeros_like(train.logp_old) if train is not None else None  # [N, L]
         for i in range(max_across_ranks(len(chunks), self.device)):
             if i >= len(chunks):
@@ -152,12 +167,19 @@ class KimiRLModule(L.LightningModule):
             mb = train.select(chunks[i]).to(self.device)
             logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask).float()  # [B, T]
             ref[chunks[i], : logp.shape[1]] = (logp * mb.loss_mask).cpu()
-        if train is None:
-            return None
+        if train is None or not len(train):
+            return train
+        if not self.algo.recompute_logp_old:  # the first minibatch's forward measures the engine (_update)
+            if not stale.any():
+                return train
+            metrics["train/stale_logp_shift_mean"] = float((ref - train.logp_old).abs()[stale].mean())
+            return dataclasses.replace(train, logp_old=torch.where(stale, ref, train.logp_old))
         metrics["train/engine_logp_error_absmax"] = self._engine_error(train, ref)
         fresh = train.loss_mask & (train.versions == self.iteration)  # [N, L]
         if fresh.any():
             metrics["train/engine_logp_error_mean"] = float((ref - train.logp_old).abs()[fresh].mean())
+        if stale.any():
+            metrics["train/stale_logp_shift_mean"] = float((ref - train.logp_old).abs()[stale].mean())
         return dataclasses.replace(train, logp_old=ref)
 
     def _engine_error(self, train: RolloutBatch, logp: torch.Tensor) -> float:

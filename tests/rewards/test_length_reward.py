@@ -54,3 +54,28 @@ def test_weight_errors() -> None:
         length_weight(0, 0.3, 0, "cosine")
     with pytest.raises(ValueError, match="ramp_iterations >= 1"):
         length_weight(5, 0.3, 0, "linear", 0)
+
+
+def test_score_groups_composes_correctness_length_reward_and_repeat_penalty(tiny_model_dir) -> None:
+    """reward_i = r_i + w * len_reward_i (+ repeat_penalty), r_i the verdict of a response that was not cut
+    (paper 2.3.3 and 2.6.2), on one hand-computed group (lengths 2..6: lambda = 0.5 - (len - 2) / 4)."""
+    from kimi_rl.models.modeling import load_tokenizer
+    from kimi_rl.rewards.scoring import score_groups
+    from kimi_rl.rollout.types import Group, Trajectory
+    from kimi_rl.tasks.base import Problem
+
+    p = Problem(uid="p", question="1+1", answer="2")
+    rows = [(2, 1.0, "stop"), (6, 1.0, "stop"), (5, 0.0, "stop"), (4, 1.0, "length"), (3, 0.0, "repeat")]
+    group = Group("p@0", p, [Trajectory(group_id="p@0", problem=p, prompt_ids=[1], response_ids=[5] * n,
+                                        logprobs=[0.0] * n, versions=[0] * n, finish_reason=reason)
+                             for n, _, reason in rows])
+    verdicts = [v for _, v, _ in rows]
+    stats = score_groups([group], lambda texts, problems: verdicts, load_tokenizer(tiny_model_dir),
+                         len_weight=0.5, repeat_penalty=-0.5)
+    # lambda: 0.5, -0.5, -0.25, 0, 0.25; correct keeps lambda, wrong min(0, lambda); the cut one is wrong
+    assert [t.correct for t in group.trajectories] == [True, True, False, False, False]
+    assert [t.reward for t in group.trajectories] == pytest.approx([1.25, 0.75, -0.125, 0.0, -0.5])
+    assert (stats.samples, stats.correct, stats.group_success) == (5, 2, [0.4])
+    off = score_groups([group], lambda texts, problems: verdicts, load_tokenizer(tiny_model_dir),
+                       len_weight=0.0, repeat_penalty=0.0)
+    assert [t.reward for t in group.trajectories] == [1.0, 1.0, 0.0, 0.0, 0.0] and off.correct == 2

@@ -153,9 +153,27 @@ def test_rloo_advantages_and_loss() -> None:
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0])
     adv = LOSSES.get("rloo").advantages(rewards, torch.tensor([0, 0, 0, 1]), AlgoConfig())
     assert adv.tolist() == [1.0, -0.5, -0.5, 0.0]  # r - mean of the others; 0 for a group of one
-    logp, old, mask = tensors()
+    logp, old, mask = tensors(requires_grad=True)
     out = LOSSES.get("rloo")(logp, old, mask, torch.tensor([1.0, -0.5], dtype=torch.float64), AlgoConfig())
-    assert close(out.loss, (3.0 - 1.0) / 2) and close(out.terms["logp"], -2.5)
+    # rho: sample 0 [1, e^-1, -] (padding), sample 1 [1, 1, e]; loss = mean(-1 (1 + e^-1), 0.5 (2 + e))
+    e = math.e
+    assert close(out.loss, (-(1 + 1 / e) + 0.5 * (2 + e)) / 2) and close(out.terms["logp"], -2.5)
+    assert close(out.terms["ratio_mean"], (1 + 1 / e + 2 + e) / 5)
+    out.loss.backward()
+    # d/dlogp_t = -A rho_t / B on masked tokens: the later-pass gradient reweighted by pi / pi_old
+    expected = torch.tensor([[-0.5, -0.5 / e, 0.0], [0.25, 0.25, 0.25 * e]], dtype=torch.float64)
+    assert torch.allclose(logp.grad, expected)
+
+
+def test_rloo_first_pass_gradient_is_plain_reinforce() -> None:
+    """On the policy that sampled (logp_old = logp, the first pass) the importance weight is 1: the gradient
+    is -A_j grad logp_j, REINFORCE with the leave-one-out baseline."""
+    logp, _, mask = tensors(requires_grad=True)
+    adv = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    LOSSES.get("rloo")(logp, logp.detach(), mask, adv, AlgoConfig()).loss.backward()
+    plain = logp.detach().clone().requires_grad_(True)
+    (-(adv * sequence_logp(plain, mask, normalize=False))).mean().backward()
+    assert torch.allclose(logp.grad, plain.grad) and logp.grad[0, 0] == -0.5
 
 
 def test_rest_keeps_only_correct_samples() -> None:

@@ -63,6 +63,11 @@ def test_interrupted_runs_resume_to_the_uninterrupted_run(tiny_model_dir, tmp_pa
                               capture_output=True, text=True, timeout=900)
     assert straight.returncode == 0, straight.stderr[-4000:]
     a = event_scalars(tmp_path / "straight" / "tb" / "rl")
+    # without algo.reset_optimizer Adam's state keeps counting across iterations (the reset is tested in test_rl)
+    trained = sorted(a["train/optimizer_steps"])  # iterations that released groups
+    steps = [a["train/optimizer_steps"][i] for i in trained]
+    assert len(trained) >= 2 and sorted(a["train/optimizer_state_steps"]) == trained
+    assert [a["train/optimizer_state_steps"][i] for i in trained] == [sum(steps[:j + 1]) for j in range(len(steps))]
 
     def interrupt(name: str, sig: int) -> int:
         """Start run ``name``, send ``sig`` once two checkpoints exist (inside iteration 3); the last
@@ -88,7 +93,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_run(tiny_model_dir, tmp_pa
         b = event_scalars(tmp_path / name / "tb" / "rl")
         compared = 0
         for tag in ("reward/mean", "response/length_mean", "train/loss", "train/entropy_estimate",
-                    "rollout/new_tokens", "rollout/buffer_unfinished"):
+                    "rollout/new_tokens", "rollout/buffer_unfinished", "train/optimizer_state_steps"):
             for step, value in a[tag].items():  # groups finish every other iteration: not every step has all tags
                 if step >= from_iteration:
                     assert b[tag][step] == pytest.approx(value, abs=1e-4), (name, tag, step)

@@ -67,6 +67,8 @@ def test_rl_iterations_through_trainer_and_vllm(tiny_model_dir, tmp_path, first_
     m = scalars(tmp_path / "rl" / "tb" / "rl")
     assert [s for s, _ in m["train/loss"]] == [0, 1, 2]
     assert all(torch.isfinite(torch.tensor(v)) for _, v in m["train/loss"])
+    # algo.reset_optimizer (the paper's per-iteration reset): Adam's state counts only this iteration's steps
+    assert m["train/optimizer_state_steps"] == m["train/optimizer_steps"] and m["train/optimizer_steps"][0][1] > 0
     for key in ("reward/mean", "response/length_p95", "time/rollout_s", "time/sync_s",
                 "throughput/rollout_tokens_per_s", "train/loss_kl", "train/entropy_estimate", "eval/accuracy"):
         assert key in m, key
@@ -118,11 +120,17 @@ def test_rl_raises_the_expected_reward(tiny_model_dir, tmp_path, first_digit_ver
     at lr 1e-2 clear that on any correct trajectory (seen: 0.06 -> 0.3); a broken update stays put."""
     train, heldout = make_problems([1, 2], 80, 5, seed=0)
     task = TaskData(train, heldout, first_digit_verifier)
+    from kimi_rl.config import CurriculumStage
+
+    # an easy-to-hard curriculum that switches stage during the run (the reward ignores the level)
     cfg = rl_config(tiny_model_dir, tmp_path, rl={"iterations": 10, "checkpoint_every": 0, "sample_log_every": 0},
-                    algo={"lr": 1e-2, "tau": 0.05})
+                    algo={"lr": 1e-2, "tau": 0.05}, data={"sampler": "curriculum", "curriculum": [
+                        CurriculumStage(iterations=5, levels=[1]), CurriculumStage(iterations=0, levels=[2])]})
     final, _ = run_rl(cfg, RunPaths(cfg.run.dir, cfg.run.name), task, tiny_model_dir)
     m = scalars(tmp_path / "rl" / "tb" / "rl")
     assert len(m["reward/mean"]) == 10
+    assert [v for _, v in m["data/stage"]] == [0.0] * 5 + [1.0] * 5
+    assert [v for _, v in m["data/sampled_level_1_frac"]] == [1.0] * 5 + [0.0] * 5
     # the default leaves groups whose 4 rewards are all equal out of the update: whole groups of 32 rows
     skipped = [v for _, v in m["train/skipped_sample_frac"]]
     assert len(skipped) == 10 and all(0 <= v <= 1 and (v * 32) % 4 == 0 for v in skipped), skipped
@@ -176,3 +184,38 @@ def test_logp_old_is_the_policys_own_at_the_iteration_start(tiny_model_dir, reco
             float((own - batch.logp_old).abs()[batch.loss_mask].max()), abs=1e-5)
     else:
         assert torch.equal(out.logp_old, batch.logp_old) and metrics == {}
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_buffered_segments_anchor_to_the_current_policy(tiny_model_dir, recompute):
+    """Partial rollouts (paper 2.6.2 with Eq. 2): a trajectory continued across iterations carries tokens
+    sampled by older policies; the tau term's reference for them is still pi_theta_i, the policy the current
+    iteration starts from, also when ``recompute_logp_old`` is off (then only those rows are recomputed and
+    this iteration's own tokens keep the engine's log-probs)."""
+    from kimi_rl.config import AlgoConfig
+    from kimi_rl.models.modeling import load_model
+    from kimi_rl.rl.module import KimiRLModule, token_logprobs
+    from kimi_rl.rollout.packing import pack_groups
+    from kimi_rl.rollout.types import Group, Trajectory
+    from kimi_rl.tasks.base import Problem
+
+    module = KimiRLModule(load_model(tiny_model_dir), AlgoConfig(minibatch_size=2, recompute_logp_old=recompute))
+    module.iteration = 3
+    p = Problem(uid="a", question="q", answer="a")
+    versions = [[1, 2, 3], [3, 3], [2, 3, 3, 3]]  # row 1 is all fresh; rows 0 and 2 start in older segments
+    rows = [Trajectory(group_id="a@1", problem=p, prompt_ids=[1, 5], response_ids=[7 + j for j in range(len(v))],
+                       logprobs=[-9.0] * len(v), versions=v, finish_reason="stop", reward=float(i % 2))
+            for i, v in enumerate(versions)]
+    batch = pack_groups([Group(group_id="a@1", problem=p, trajectories=rows)], 0, 3, True)
+    metrics: dict = {}
+    out = module._with_reference_logprobs(batch, metrics)
+    with torch.no_grad():
+        own = token_logprobs(module.model, batch.input_ids, batch.attention_mask) * batch.loss_mask  # [N, L]
+    stale = batch.loss_mask & (batch.versions < 3)
+    assert stale.sum() == 3  # versions 1, 2 of row 0 and 2 of row 2
+    assert torch.allclose(out.logp_old[stale], own[stale], atol=1e-5)  # never the -9 recorded at sampling
+    fresh = batch.loss_mask & ~stale
+    expected_fresh = own[fresh] if recompute else batch.logp_old[fresh]  # the engine's -9 stands when off
+    assert torch.allclose(out.logp_old[fresh], expected_fresh, atol=1e-5)
+    assert metrics["train/stale_logp_shift_mean"] == pytest.approx(float((own - batch.logp_old).abs()[stale].mean()),
+                                                                   abs=1e-5)
