@@ -7,6 +7,7 @@ call, i.e. ordinary full rollouts. It owns the worker's lifecycle (setup, teardo
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -43,6 +44,10 @@ class PartialRollout(Callback):
     # -- one iteration ---------------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Iteration,
                              batch_idx: int) -> None:
+        batch.started_at = time.perf_counter()
+        last_end = getattr(pl_module, "last_iteration_end", None)
+        if last_end is not None:  # Lightning's loop, logging, checkpoints, evaluations since the last iteration
+            batch.metrics["time/between_iterations_s"] = batch.started_at - last_end
         batch.index = pl_module.iteration
         batch.settings = self.schedule.settings_at(batch.index)
         batch.rollouts = self.worker.collect(batch.settings, trainer.datamodule)

@@ -25,7 +25,7 @@ RESULT_FILE = "ablation_arm.json"
 """Per arm: ``arm_key`` (its config but run.name), held-out results and timing; an arm whose key matches a
 finished one (its own folder's, or another ablation's identical arm) is not rerun."""
 TIME_TAGS = ("time/rollout_s", "time/score_s", "time/train_s", "time/sync_s")
-"""The stages of one iteration; their sum is the iteration's time (held-out evaluations excluded)."""
+"""The stages of one iteration; their sum stands for its time in runs that predate ``time/iteration_s``."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,11 @@ def _mean(values: list[float]) -> Optional[float]:
 def arm_row(arm: str, result: dict, scalars: dict[str, dict[int, float]], curves: list[str]) -> dict:
     """One table row: held-out before/after (pass@1, per level, pass@k, tokens), time per iteration, curves' means."""
     before, after = result["eval"].get("before", {}), result["eval"].get("after", {})
-    steps = sorted(set().union(*(scalars.get(t, {}).keys() for t in TIME_TAGS)))
-    iteration_s = [sum(scalars.get(t, {}).get(s, 0.0) for t in TIME_TAGS) for s in steps]
+    if "time/iteration_s" in scalars:  # the iteration's wall time, batch start to end
+        iteration_s = list(scalars["time/iteration_s"].values())
+    else:
+        steps = sorted(set().union(*(scalars.get(t, {}).keys() for t in TIME_TAGS)))
+        iteration_s = [sum(scalars.get(t, {}).get(s, 0.0) for t in TIME_TAGS) for s in steps]
     tokens = list(scalars.get("rollout/new_tokens", {}).values())
     k = str(after.get("samples", "")) if after else ""
     row = {
@@ -183,8 +186,8 @@ def format_markdown(ablation: Ablation, rows: list[dict], command: str) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     k = next((r["k"] for r in rows if r["k"]), None)
     lines += ["", f"Held-out pass@1 and pass@k (k = {k}, the samples per problem) in %; levels: digits per operand; "
-                  "tokens: mean held-out response tokens; s / iteration: rollout + scoring + training + weight sync "
-                  "(held-out evaluations excluded); curves: means over the run's iterations.", "",
+                  "tokens: mean held-out response tokens; s / iteration: an iteration's wall time, rollout to weight "
+                  "sync (held-out evaluations between iterations excluded); curves: means over the run's iterations.", "",
               "Arm folders (TensorBoard events in <folder>/tb/rl): "
               + "; ".join(f"{r['arm']}: {r['folder']}" for r in rows)]
     return "\n".join(lines) + "\n"

@@ -215,6 +215,25 @@ class BenchConfig:
     """Sandbox: concurrent executions (0: one per core)."""
     sandbox_backends: list[str] = field(default_factory=list)
     """Sandbox: backends to time ([]: every registered one)."""
+    ceilings: bool = True
+    """Run the stage-against-ceiling benchmark (``kimi_rl.bench.ceilings``)."""
+    ceiling_model: Optional[str] = None
+    """Ceilings: the model folder; null: the default run's cached SFT warm-up under ``run.dir`` when there is
+    one (realistic response lengths), else the tiny base model built from ``model.*``."""
+    ceiling_prompts: int = 64
+    """Ceilings: prompts per iteration (the default RL batch)."""
+    ceiling_samples: int = 8
+    """Ceilings: samples per prompt."""
+    ceiling_max_response_tokens: int = 320
+    ceiling_rl_iterations: int = 4
+    """Ceilings: iterations of the short real RL run (the first is not counted: one-off costs)."""
+    train_rows: int = 16
+    """Ceilings: rows of the timed training step (an RL minibatch); the SFT step takes 9216 tokens."""
+    train_seq_len: int = 192
+    train_steps: int = 5
+    """Ceilings: timed training steps (the fastest counts)."""
+    out: str = "runs/bench/ceilings.json"
+    """Ceilings: JSON output."""
 
     def __post_init__(self) -> None:
         _finite(self, "bench")
@@ -222,6 +241,9 @@ class BenchConfig:
         _at_least(self, "bench", 1, "max_response_tokens", "segment_tokens", "prompts_per_iteration",
                   "samples_per_prompt", "target_tokens", "hidden_size", "num_layers", "sandbox_runs")
         _at_least(self, "bench", 0, "threads", "seed", "sandbox_workers")
+        _at_least(self, "bench", 1, "ceiling_prompts", "ceiling_samples", "ceiling_max_response_tokens", "train_rows",
+                  "train_seq_len", "train_steps")
+        _at_least(self, "bench", 2, "ceiling_rl_iterations")
         _check(self.segment_tokens <= self.max_response_tokens, "bench.segment_tokens",
                f"{self.segment_tokens} is more than bench.max_response_tokens={self.max_response_tokens}")
 

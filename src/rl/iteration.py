@@ -32,5 +32,7 @@ class Iteration:
     """The iteration's number = the policy version that samples it (set by the rollout callback)."""
     settings: Optional["IterationSettings"] = None
     rollouts: Optional["Rollouts"] = None
+    started_at: Optional[float] = None
+    """``time.perf_counter()`` when the rollout callback took the ticket (``time/iteration_s`` runs from it)."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Scalars of the iteration from every stage (rollout, update, weight sync), logged once at its end."""

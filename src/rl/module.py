@@ -58,6 +58,8 @@ class KimiRLModule(L.LightningModule):
         self.skipped_steps = 0
         """Optimizer steps skipped for a non-finite loss or gradient."""
         self.last_metrics: dict[str, float] = {}
+        self.last_iteration_end: float | None = None
+        """``time.perf_counter()`` after the last iteration logged (``time/between_iterations_s`` counts from it)."""
 
     def configure_optimizers(self):
         return OPTIMIZERS.get(self.algo.optimizer)(self.model.parameters(), self.algo)
@@ -238,6 +240,8 @@ class KimiRLModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch: Iteration, batch_idx: int) -> None:
         """Log the iteration's metrics (every stage's; mean over ranks) at its number."""
+        if batch.started_at is not None:  # rollout, scoring, update, weight sync: every hook of the iteration
+            batch.metrics["time/iteration_s"] = time.perf_counter() - batch.started_at
         self.last_metrics = reduce_metrics(batch.metrics, self.trainer.strategy)
         if self.trainer.is_global_zero and self.logger is not None:
             self.logger.log_metrics(self.last_metrics, step=self.iteration - 1)  # the iteration just done
@@ -245,6 +249,7 @@ class KimiRLModule(L.LightningModule):
                  if k in ("reward/mean", "reward/accuracy", "response/length_mean")}
         for k, v in shown.items():
             self.log(k, v, prog_bar=True, logger=False, batch_size=1)
+        self.last_iteration_end = time.perf_counter()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["kimi_rl"] = {

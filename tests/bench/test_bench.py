@@ -2,6 +2,8 @@
 tables (rollouts with the real vLLM engine, sandboxed executions). Figures only: nothing here times anything."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kimi_rl.cli import main
@@ -20,8 +22,11 @@ def test_bench_keys_are_a_section_of_the_one_config():
         load_config(["bench.runs=3"])
 
 
-def test_a_small_bench_prints_both_tables(capsys):
-    status = main(["bench", "bench.target_tokens=300", "bench.max_response_tokens=32", "bench.segment_tokens=8",
+def test_a_small_bench_prints_both_tables(capsys, tmp_path):
+    out_json = tmp_path / "ceilings.json"
+    status = main(["bench", f"run.dir={tmp_path}", f"bench.out={out_json}", "bench.ceiling_prompts=2",
+                   "bench.ceiling_samples=2", "bench.ceiling_max_response_tokens=16", "bench.ceiling_rl_iterations=2",
+                   "bench.train_rows=2", "bench.train_seq_len=32", "bench.train_steps=1", "bench.target_tokens=300", "bench.max_response_tokens=32", "bench.segment_tokens=8",
                    "bench.prompts_per_iteration=4", "bench.samples_per_prompt=2",
                    "bench.num_layers=1", "bench.threads=1", "bench.sandbox_runs=2", "bench.sandbox_workers=1",
                    "bench.sandbox_backends=[]"])
@@ -29,3 +34,26 @@ def test_a_small_bench_prints_both_tables(capsys):
     assert "ratio full/partial mean iteration time" in out and "partial (8)" in out
     assert "Sandboxed executions of a trivial Python program (2 runs, 1 workers" in out
     assert status in (0, 1)  # 1 only when a sandbox backend cannot run here; the table says which
+    # each stage against its ceiling: figures, not judged; the JSON holds every one of them
+    assert "matmul peak: float32" in out and "of the fp32 peak" in out and "of the engine alone" in out
+    ceilings = json.loads(out_json.read_text())
+    assert ceilings["cpu"]["cores"] >= 1 and ceilings["matmul_peak_gflops"]["float32"] > 0
+    assert ceilings["model"].startswith("tiny base model")  # no warm-up in this run.dir's cache
+    assert ceilings["rollout"]["alone_tokens_per_s"] > 0 and ceilings["rollout"]["buffer_tokens_per_s"] > 0
+    it = ceilings["iteration"]
+    assert it["iterations_measured"] == 1 and it["iteration_s"] > 0
+    assert set(it["stages_s"]) == {"rollout", "scoring", "reference logp", "weight sync", "update",
+                                   "other, inside the iteration"}
+    assert it["stages_s"]["update"] > 0 and it["stages_s"]["rollout"] > 0
+
+
+def test_flops_per_token_from_the_shapes():
+    """Hand count for hidden 8, 1 layer, 2 heads (1 kv head: head 4), MLP 16, vocab 10, sequence of 3 tokens:
+    projections 2 (64 + 2*8*4 + 64 + 3*8*16) = 1152, attention 2*2*8*(3+1)/2 = 64, LM head 2*8*10 = 160."""
+    from types import SimpleNamespace
+
+    from kimi_rl.bench.ceilings import forward_flops_per_token
+
+    config = SimpleNamespace(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                             intermediate_size=16, vocab_size=10)
+    assert forward_flops_per_token(config, seq_len=3) == 1152 + 64 + 160

@@ -1,0 +1,234 @@
+"""Benchmark: each stage of an RL iteration against its own ceiling on this machine, side by side in one run.
+
+- the CPU (model, flags) and its matmul peak per dtype (fp32; bf16 only where the CPU has bf16 instructions,
+  elsewhere it is emulated and far slower);
+- training: the FLOP/s of a forward + backward + AdamW step on an RL-shaped and an SFT-shaped batch of the
+  default model (FLOPs counted from the model's shapes, attention included), as a share of the fp32 peak;
+- rollouts: the pipeline's buffer path (one engine call per trajectory, k copies of each prompt) against the
+  engine alone generating the same batch with ``n = k`` (the rollout ceiling), in tokens/s;
+- one short real RL run: each stage's share of the iteration (rollout, scoring, reference log-probs, update,
+  weight sync, the rest inside the iteration) and Lightning's time between iterations.
+
+Figures only: nothing passes or fails on a time. Settings are ``bench.*`` keys; the JSON goes to
+``bench.out`` (default ``runs/bench/ceilings.json``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+"""The flags that decide matmul speed per dtype (printed; bf16 is timed only with avx512_bf16 or amx_bf16)."""
+
+
+def cpu_info() -> dict:
+    """Model name, the relevant flags present and the core count (Linux /proc/cpuinfo; else platform)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count() or 1,
+            "bf16_hardware": bool({"avx512_bf16", "amx_bf16"} & flags)}
+
+
+def matmul_gflops(dtype, n: int = 1024, seconds: float = 1.0) -> float:
+    """Best GFLOP/s of ``n x n @ n x n`` in ``dtype`` over repeats filling about ``seconds`` (2 n^3 FLOPs each)."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    best, start = 0.0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / max(time.perf_counter() - t0, 1e-9) / 1e9)
+    return best
+
+
+def forward_flops_per_token(config, seq_len: int) -> float:
+    """Forward FLOPs of one token of a sequence of ``seq_len`` in a Qwen2/Llama decoder, from its shapes.
+
+    Per layer: 2 x (q, k, v, o projections + the 3 MLP matrices) multiply-adds per token, plus causal attention
+    ``QK^T`` and ``AV``: 2 x 2 x hidden x (mean context (seq_len + 1) / 2); then the LM head 2 x hidden x vocab.
+    A training step is about 3x this (backward = 2 forward).
+    """
+    h, layers = config.hidden_size, config.num_hidden_layers
+    head = h // config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", config.num_attention_heads) * head
+    per_layer = 2 * (h * h + 2 * h * kv + h * h + 3 * h * config.intermediate_size)
+    attention = 2 * 2 * h * (seq_len + 1) / 2
+    return layers * (per_layer + attention) + 2 * h * config.vocab_size
+
+
+def train_step_gflops(model_dir: Path, rows: int, seq_len: int, steps: int) -> dict:
+    """Forward + backward + AdamW step on ``rows x seq_len`` random tokens of the model: time and FLOP/s."""
+    import torch
+
+    from kimi_rl.models.modeling import load_model
+
+    model = load_model(model_dir, "float32").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    ids = torch.randint(0, model.config.vocab_size, (rows, seq_len))
+    times = []
+    for _ in range(steps + 1):  # the first step warms up
+        t0 = time.perf_counter()
+        logits = model(input_ids=ids).logits
+        torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    step_s = min(times[1:])
+    flops = 3 * forward_flops_per_token(model.config, seq_len) * rows * seq_len
+    return {"rows": rows, "seq_len": seq_len, "step_s": step_s, "tokens_per_s": rows * seq_len / step_s,
+            "gflops": flops / step_s / 1e9}
+
+
+def rollout_ceiling(engine, prompts: list[list[int]], k: int, max_tokens: int, eos: list[int]) -> dict:
+    """Tokens/s of the engine alone (``n = k`` per prompt) and of the rollout buffer's path on the same batch."""
+    from kimi_rl.rollout.buffer import RolloutBuffer
+    from kimi_rl.tasks.base import Problem
+
+    engine.generate(prompts[:2], 8, n=1, temperature=1.0, top_p=1.0)  # warm-up
+    t0 = time.perf_counter()
+    out = engine.generate(prompts, max_tokens, n=k, temperature=1.0, top_p=1.0)
+    alone_s = time.perf_counter() - t0
+    alone_tokens = sum(len(g.token_ids) for samples in out for g in samples)
+    buffer = RolloutBuffer()
+    problems = [Problem(uid=str(i), question="", answer="") for i in range(len(prompts))]
+    buffer.add_groups(problems, prompts, k, 0)
+    t0 = time.perf_counter()
+    applied = buffer.generate(engine, 0, None, max_tokens, 1.0, 1.0, eos)
+    buffer_s = time.perf_counter() - t0
+    return {"prompts": len(prompts), "k": k, "alone_tokens_per_s": alone_tokens / alone_s,
+            "buffer_tokens_per_s": applied.new_tokens / buffer_s,
+            "buffer_share_of_alone": (applied.new_tokens / buffer_s) / (alone_tokens / alone_s)}
+
+
+ITERATION_STAGES = (("rollout", "time/rollout_s"), ("scoring", "time/score_s"), ("reference logp", "time/ref_logp_s"),
+                    ("weight sync", "time/sync_s"))
+
+
+def iteration_shares(overrides: list[str], iterations: int) -> dict:
+    """A short real RL run (the default pipeline, warm-up off, ``overrides``): each stage's mean seconds and
+    share of ``time/iteration_s``; the update is ``time/train_s`` minus the reference pass (inside it)."""
+    from kimi_rl.ablate import read_scalars
+    from kimi_rl.config.loader import load_config
+    from kimi_rl.pipeline import base_model, prepare, run_rl
+
+    with tempfile.TemporaryDirectory(prefix="kimi_rl_bench_rl_") as tmp:
+        cfg = load_config(["sft.enabled=false", f"rl.iterations={iterations}", "rl.checkpoint_every=0",
+                           "rl.sample_log_every=0", "eval.max_problems_per_level=1", "eval.samples=1",
+                           f"run.dir={tmp}", "run.name=bench"] + list(overrides))
+        paths, task = prepare(cfg)
+        run_rl(cfg, paths, task, base_model(cfg, paths))
+        m = read_scalars(paths.root / "tb" / "rl")
+    skip = {0}  # the first iteration pays one-off costs (compilation, allocator growth)
+
+    def mean(tag: str) -> float:
+        values = [v for step, v in m.get(tag, {}).items() if step not in skip]
+        return sum(values) / len(values) if values else 0.0
+
+    total = mean("time/iteration_s")
+    stages = {name: mean(tag) for name, tag in ITERATION_STAGES}
+    stages["update"] = max(mean("time/train_s") - stages["reference logp"], 0.0)
+    stages["other, inside the iteration"] = max(total - sum(stages.values()), 0.0)
+    return {"iterations_measured": iterations - len(skip), "iteration_s": total,
+            "stages_s": stages, "shares": {k: v / total if total else 0.0 for k, v in stages.items()},
+            "between_iterations_s": mean("time/between_iterations_s"),
+            "rollout_tokens_per_s": mean("throughput/rollout_tokens_per_s"),
+            "train_tokens_per_s": mean("throughput/train_tokens_per_s")}
+
+
+def run(cfg) -> dict:
+    """All the ceiling measurements with the ``bench.*`` settings of ``cfg``; prints a table and writes JSON."""
+    import torch
+
+    from kimi_rl.config import DataConfig, ModelConfig, RolloutConfig
+    from kimi_rl.data.prompts import encode_prompts
+    from kimi_rl.models.modeling import build_tiny_model, eos_ids, load_tokenizer
+    from kimi_rl.rollout import open_engine
+    from kimi_rl.tasks.arithmetic import make_problems
+
+    args = cfg.bench
+    threads = args.threads or (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    cpu = cpu_info()
+    peaks = {"float32": matmul_gflops(torch.float32)}
+    if cpu["bf16_hardware"]:
+        peaks["bfloat16"] = matmul_gflops(torch.bfloat16)
+    result: dict = {"cpu": cpu, "torch_threads": threads, "matmul_peak_gflops": peaks}
+    warm = warm_up_folder(cfg)
+    with tempfile.TemporaryDirectory(prefix="kimi_rl_bench_") as tmp:
+        folder = warm or build_tiny_model(cfg.model, Path(tmp) / "m", cfg.run.seed)
+        result["model"] = str(warm) if warm else "tiny base model built from model.* (random weights)"
+        for name, rows in (("rl_minibatch", args.train_rows), ("sft_step", max(1, 9216 // args.train_seq_len))):
+            r = train_step_gflops(folder, rows, args.train_seq_len, args.train_steps)
+            r["share_of_fp32_peak"] = r["gflops"] / peaks["float32"]
+            result[f"train_{name}"] = r
+        tok = load_tokenizer(folder)
+        train, _ = make_problems([1, 2, 3, 4], args.ceiling_prompts, 1, seed=args.seed)
+        prompts = encode_prompts(train[::4][: args.ceiling_prompts], tok, DataConfig())
+        max_len = max(len(p) for p in prompts) + args.ceiling_max_response_tokens + 8
+        with open_engine(RolloutConfig(engine="vllm", kv_cache_gib=cfg.rollout.kv_cache_gib), folder,
+                         ModelConfig(path=str(folder)), args.seed, max_len) as engine:
+            result["rollout"] = rollout_ceiling(engine, prompts, args.ceiling_samples, args.ceiling_max_response_tokens,
+                                                eos_ids(tok))
+        result["iteration"] = iteration_shares([
+            f"model.path={folder}", f"rollout.prompts_per_iteration={args.ceiling_prompts}",
+            f"rollout.samples_per_prompt={args.ceiling_samples}",
+            f"rollout.max_response_tokens={args.ceiling_max_response_tokens}", f"trainer.threads={threads}",
+            "algo.skip_uninformative_groups=false"],  # every sample trains, also from a model that scores 0
+            args.ceiling_rl_iterations)
+    print(format_ceilings(result), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"JSON: {out}")
+    return result
+
+
+def warm_up_folder(cfg) -> Optional[Path]:
+    """``bench.ceiling_model``, else the default run's finished SFT warm-up in ``run.dir``'s cache, else None."""
+    if cfg.bench.ceiling_model:
+        return Path(cfg.bench.ceiling_model)
+    from kimi_rl.pipeline import BASE_FORMAT, sft_key
+    from kimi_rl.runs import RunPaths, config_hash, is_done
+
+    paths = RunPaths(cfg.run.dir, cfg.run.name)
+    base = paths.base_cache(config_hash(cfg.model, cfg.run.seed, BASE_FORMAT))
+    out = paths.sft_cache(sft_key(cfg, base))
+    return out / "model" if is_done(out) else None
+
+
+def format_ceilings(r: dict) -> str:
+    cpu = r["cpu"]
+    lines = [f"CPU: {cpu['model']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags']) or '-'}; torch threads "
+             f"{r['torch_threads']}",
+             "matmul peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in r["matmul_peak_gflops"].items())
+             + ("" if cpu["bf16_hardware"] else " (no bf16 instructions: bf16 not timed, it would be emulated)")]
+    for name in ("train_rl_minibatch", "train_sft_step"):
+        t = r[name]
+        lines.append(f"{name}: {t['rows']} x {t['seq_len']} tokens, {t['step_s']:.3f} s/step, {t['tokens_per_s']:.0f} "
+                     f"tokens/s, {t['gflops']:.1f} GFLOP/s = {100 * t['share_of_fp32_peak']:.1f}% of the fp32 peak")
+    ro = r["rollout"]
+    lines.append(f"rollout ({ro['prompts']} prompts x {ro['k']}): engine alone {ro['alone_tokens_per_s']:.0f} tokens/s, "
+                 f"the buffer's path {ro['buffer_tokens_per_s']:.0f} tokens/s = {100 * ro['buffer_share_of_alone']:.0f}% "
+                 "of the engine alone")
+    it = r["iteration"]
+    lines.append(f"RL iteration ({it['iterations_measured']} measured): {it['iteration_s']:.2f} s; rollout "
+                 f"{it['rollout_tokens_per_s']:.0f} tokens/s, training {it['train_tokens_per_s']:.0f} tokens/s; "
+                 f"between iterations (Lightning) {it['between_iterations_s']:.3f} s")
+    for k, v in it["stages_s"].items():
+        lines.append(f"  {k:<30}{v:>8.3f} s {100 * it['shares'][k]:>6.1f}%")
+    return "\n".join(lines)
