@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kimi_rl.config import Config, ConfigError
 from kimi_rl.config.loader import default_conf_dir, load_config
-from kimi_rl.runs import RunPaths, config_hash, is_rank_zero, log, set_log_file
+from kimi_rl.runs import RunPaths, config_hash, is_rank_zero, log, read_scalars, set_log_file
 
 ABLATIONS_FILE = "ablations.yaml"
 RESULT_FILE = "ablation_arm.json"
@@ -107,20 +108,6 @@ def arm_run_name(cfg: Config, ablation: str, arm: str) -> str:
     """``ablations/<ablation>/<arm>``, under the command line's ``run.name`` when it is not the default."""
     base = "ablations" if cfg.run.name == Config().run.name else f"{cfg.run.name}/ablations"
     return f"{base}/{ablation}/{arm}"
-
-
-def read_scalars(folder: Path) -> dict[str, dict[int, float]]:
-    """TensorBoard scalars by tag and step of every event file directly in ``folder``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: dict[str, dict[int, float]] = {}
-    for f in sorted(Path(folder).glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
-        ea = EventAccumulator(str(f), size_guidance={"scalars": 0})
-        ea.Reload()
-        for tag in ea.Tags()["scalars"]:
-            for e in ea.Scalars(tag):
-                out.setdefault(tag, {})[e.step] = e.value
-    return out
 
 
 def _mean(values: list[float]) -> Optional[float]:
@@ -220,8 +207,8 @@ def plot_curves(ablation: Ablation, scalars: dict[str, dict[str, dict[int, float
         ax.bar([x + 0.2 for x in xs], [100 * (r["after"] or 0) for r in rows], width=0.4, label="after")
         ax.set_xticks(list(xs), names, fontsize=8)
         ax.set_title("held-out pass@1 (%)")
-        ax.legend(fontsize=8)
-        fig.suptitle(f"{ablation.name}: {ablation.claim}"[:110], fontsize=9)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.suptitle(textwrap.fill(f"{ablation.name}: {ablation.claim}", 40 * panels), fontsize=9)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     finally:
@@ -247,10 +234,14 @@ def run_arm(cfg: Config) -> dict:
     return result
 
 
+ARM_SECTIONS = ("run", "model", "data", "sft", "algo", "rollout", "trainer", "rl", "eval", "phase")
+"""The config sections an arm (``kimi-rl train``) reads; the tools' sections (bench, curate, ...) do not matter."""
+
+
 def arm_key(cfg: Config) -> str:
-    """What an arm's result depends on: its whole config except ``run.name`` (identical arms of two ablations,
-    e.g. the default recipe, run once)."""
-    body = dataclasses.asdict(cfg)
+    """What an arm's result depends on: its training sections except ``run.name`` (identical arms of two
+    ablations, e.g. the default recipe, run once)."""
+    body = {k: v for k, v in dataclasses.asdict(cfg).items() if k in ARM_SECTIONS}
     body["run"].pop("name")
     return config_hash(body)
 
@@ -268,6 +259,24 @@ def finished_arm(cfg: Config) -> Optional[tuple[Path, dict]]:
         if result.get("arm_key") == key:
             return path.parent, result
     return None
+
+
+def preflight(configs: dict[str, Config]) -> None:
+    """What would fail late in some arm fails before the first one runs: model folders, verifiers (e.g. a
+    reward model not made yet)."""
+    from kimi_rl.models.modeling import check_model_folder
+    from kimi_rl.pipeline import check_verifier
+
+    for arm, cfg in configs.items():
+        if finished_arm(cfg) is not None:
+            continue
+        try:
+            if cfg.model.path:
+                check_model_folder(cfg.model.path)
+            if cfg.data.verifier:
+                check_verifier(cfg.data.verifier, cfg.data.verifier_options, "rl")
+        except ConfigError as e:
+            raise ConfigError(f"arm '{arm}': {e}") from None
 
 
 @dataclass
@@ -289,6 +298,7 @@ def run_ablation(name: str, overrides: list[str], conf_dir: Optional[Path] = Non
     first = next(iter(configs.values()))
     folder = RunPaths(first.run.dir, first.run.name).root.parent
     command = "kimi-rl ablate " + " ".join([name] + list(overrides))
+    preflight(configs)
     results, scalars = {}, {}
     for i, (arm, cfg) in enumerate(configs.items()):
         set_log_file(folder / "kimi-rl.log")

@@ -93,3 +93,18 @@ class RunPaths:
 
     def base_cache(self, key: str) -> Path:
         return self.cache / f"base-{key}"
+
+
+def read_scalars(folder: Path) -> dict[str, dict[int, float]]:
+    """TensorBoard scalars by tag and step over the event files directly in ``folder``, oldest file first, so a
+    step logged twice (a killed run, then its resume) keeps the later value."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, dict[int, float]] = {}
+    for f in sorted(Path(folder).glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        ea = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        ea.Reload()
+        for tag in ea.Tags()["scalars"]:
+            for e in ea.Scalars(tag):
+                out.setdefault(tag, {})[e.step] = e.value
+    return out

@@ -38,6 +38,18 @@ def test_every_shipped_ablation_composes_and_its_arms_differ_only_as_said() -> N
     assert [(s.iterations, s.levels) for s in cu.data.curriculum] == [(6, [1, 2]), (0, [])]
 
 
+def test_an_arms_key_is_its_training_config() -> None:
+    """A finished arm is reused when its training sections match: tools' keys (bench, curate) and run.name do
+    not count, anything the run reads does."""
+    from kimi_rl.ablate import arm_key
+    from kimi_rl.config.loader import load_config
+
+    base = arm_key(load_config(["run.name=a"]))
+    assert arm_key(load_config(["run.name=b", "bench.train_steps=9", "curate.tries=3"])) == base
+    assert arm_key(load_config(["run.name=a", "algo.lr=1e-5"])) != base
+    assert arm_key(load_config(["run.name=a", "eval.samples=2"])) != base
+
+
 def _conf_with(tmp_path: Path, text: str) -> Path:
     conf = tmp_path / "conf"
     shutil.copytree(default_conf_dir(), conf)
@@ -65,6 +77,11 @@ def test_a_bad_arm_override_fails_before_any_arm_runs(tmp_path) -> None:
     with pytest.raises(ConfigError, match="algo.nope"):
         run_ablation("a", [f"run.dir={tmp_path / 'runs'}"], conf)
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+    rm = _conf_with(tmp_path / "rm", "settings: []\nablations:\n  a:\n    arms:\n      rule: []\n      judge: "
+                                     "[data.verifier=reward_model, 'data.verifier_options={kind: cot, model: /no/rm}']\n")
+    with pytest.raises(ConfigError, match="arm 'judge': .*/no/rm"):  # the reward model is not made yet
+        run_ablation("a", [f"run.dir={tmp_path / 'runs'}"], rm)
+    assert not (tmp_path / "runs").exists()
     with pytest.raises(ConfigError, match="choices: a, all"):
         run_ablation("b", [], conf)
     with pytest.raises(ConfigError, match="one device"):

@@ -122,7 +122,7 @@ ITERATION_STAGES = (("rollout", "time/rollout_s"), ("scoring", "time/score_s"), 
 def iteration_shares(overrides: list[str], iterations: int) -> dict:
     """A short real RL run (the default pipeline, warm-up off, ``overrides``): each stage's mean seconds and
     share of ``time/iteration_s``; the update is ``time/train_s`` minus the reference pass (inside it)."""
-    from kimi_rl.ablate import read_scalars
+    from kimi_rl.runs import read_scalars
     from kimi_rl.config.loader import load_config
     from kimi_rl.pipeline import base_model, prepare, run_rl
 

@@ -61,8 +61,10 @@ class DataConfig:
     """RL prompt sampler: uniform | curriculum | prioritized | curriculum_prioritized."""
     priority_floor: float = 0.05
     """Prioritized sampling: weight floor so solved problems still appear (weight = max(1 - s, floor))."""
-    priority_prior: float = 0.5
-    """Prioritized sampling: success rate assumed for problems never seen."""
+    priority_prior: Optional[float] = 0.5
+    """Prioritized sampling: success rate assumed for problems never seen; null: the mean observed success
+    rate of the problem's level (0.5 until its level has one), so priorities act on a pool too large for
+    problems to be drawn twice."""
     success_rate_momentum: float = 0.5
     """Running success rate update: s <- m * s + (1 - m) * batch success."""
     curriculum: list[CurriculumStage] = field(default_factory=list)
@@ -88,7 +90,8 @@ class DataConfig:
         _one_of(self.source, "data.source", tuple(SOURCES.names()))
         _one_of(self.sampler, "data.sampler", tuple(SAMPLERS.names()))
         _check(0 <= self.priority_floor <= 1, "data.priority_floor", "must be in [0, 1]")
-        _check(0 <= self.priority_prior <= 1, "data.priority_prior", "must be in [0, 1]")
+        _check(self.priority_prior is None or 0 <= self.priority_prior <= 1, "data.priority_prior",
+               "must be in [0, 1], or null (the level's observed mean)")
         _check(0 <= self.success_rate_momentum < 1, "data.success_rate_momentum", "must be in [0, 1)")
         _check(0 < self.heldout_fraction < 1, "data.heldout_fraction", "must be in (0, 1)")
         if self.source == "reasoning_gym":

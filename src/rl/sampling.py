@@ -1,6 +1,7 @@
 """RL prompt samplers by name (``data.sampler``): uniform, curriculum and prioritized (paper section 2.3.4).
 
-Departs from the paper by a floor on priorities (solved problems still appear) and a prior for unseen problems.
+Departs from the paper by a floor on priorities (solved problems still appear) and a prior for unseen problems
+(fixed, or the mean observed rate of their level: ``data.priority_prior: null``).
 """
 from __future__ import annotations
 
@@ -31,6 +32,30 @@ def updated_success_rate(previous: float | None, batch_success: float, momentum:
     if previous is None:
         return batch_success
     return momentum * previous + (1.0 - momentum) * batch_success
+
+
+LEVEL_PRIOR_DEFAULT = 0.5
+"""``priority_prior: null``: the prior of a level no problem of which has been seen yet."""
+
+
+def level_priors(difficulties: Sequence[int], success_rate: dict[int, float], prior: float | None) -> dict[int, float]:
+    """Per level, the success rate assumed for its unseen problems.
+
+    ``prior`` given: that value for every level. ``None``: the mean running success rate of the level's seen
+    problems, ``(1 / |seen_l|) sum_{i in seen_l} s_i``, or ``LEVEL_PRIOR_DEFAULT`` for a level with none seen.
+
+    >>> level_priors([1, 1, 2, 2, 3], {0: 1.0, 2: 0.25, 3: 0.75}, None)
+    {1: 1.0, 2: 0.5, 3: 0.5}
+    >>> level_priors([1, 2], {0: 1.0}, 0.3)
+    {1: 0.3, 2: 0.3}
+    """
+    levels = sorted(set(difficulties))
+    if prior is not None:
+        return {lv: float(prior) for lv in levels}
+    sums: dict[int, list[float]] = {}
+    for i, s in success_rate.items():
+        sums.setdefault(difficulties[i], []).append(s)
+    return {lv: sum(sums[lv]) / len(sums[lv]) if lv in sums else LEVEL_PRIOR_DEFAULT for lv in levels}
 
 
 def stage_at(curriculum: Sequence[CurriculumStage], iteration: int) -> int:
@@ -85,7 +110,7 @@ class PromptSampler:
         self.cfg = cfg
         self.rng = random.Random(seed)
         self.success_rate: dict[int, float] = {}
-        """Running success rate of every problem seen so far (others have ``cfg.priority_prior``)."""
+        """Running success rate of every problem seen so far (others stand at their level's ``priors()``)."""
         all_problems = [list(range(len(self.difficulties)))]
         self.stages: list[list[int]] = self._stage_pools() if self.use_curriculum else all_problems
         self.iteration = 0
@@ -112,16 +137,26 @@ class PromptSampler:
         """Curriculum stage at ``iteration`` (always 0 without a curriculum)."""
         return stage_at(self.cfg.curriculum, iteration) if self.use_curriculum else 0
 
-    def weight(self, index: int) -> float:
+    def priors(self) -> dict[int, float]:
+        """The success rate an unseen problem stands at, per level (``data.priority_prior``)."""
+        return level_priors(self.difficulties, self.success_rate, self.cfg.priority_prior)
+
+    def rate(self, index: int, priors: dict[int, float]) -> float:
+        """Problem ``index``'s running success rate, or its level's prior while unseen."""
+        found = self.success_rate.get(index)
+        return priors[self.difficulties[index]] if found is None else found
+
+    def weight(self, index: int, priors: dict[int, float] | None = None) -> float:
         if not self.use_priority:
             return 1.0
-        return priority_weight(self.success_rate.get(index, self.cfg.priority_prior), self.cfg.priority_floor)
+        return priority_weight(self.rate(index, priors or self.priors()), self.cfg.priority_floor)
 
     def draw(self, n: int, iteration: int) -> list[int]:
         """``n`` problem indices for ``iteration``, without replacement when the pool allows."""
         self.iteration = iteration
         pool = self.stages[self.stage(iteration)]
-        picks = weighted_sample([self.weight(i) for i in pool], n, self.rng)
+        priors = self.priors() if self.use_priority else {}
+        picks = weighted_sample([self.weight(i, priors) for i in pool], n, self.rng)
         return [pool[p] for p in picks]
 
     def update(self, indices: Sequence[int], success: Sequence[float]) -> None:
@@ -143,7 +178,8 @@ class PromptSampler:
 
     def stats(self) -> dict[str, float]:
         """Scalars for logging: mean success rate (unseen problems at the prior), share seen, stage."""
-        rates = [self.success_rate.get(i, self.cfg.priority_prior) for i in range(len(self.difficulties))]
+        priors = self.priors()
+        rates = [self.rate(i, priors) for i in range(len(self.difficulties))]
         out = {
             "success_rate_mean": sum(rates) / len(rates),
             "seen_frac": len(self.success_rate) / len(rates),

@@ -162,3 +162,25 @@ def test_merge_across_two_gloo_ranks(tmp_path: Path) -> None:
     for r in rates:
         assert r.keys() == expected.keys()
         assert all(abs(r[k] - v) < 1e-12 for k, v in expected.items())
+
+
+def test_level_prior_lets_priorities_act_on_a_pool_of_unseen_problems() -> None:
+    """``priority_prior: null``: an unseen problem stands at its level's mean observed success rate (0.5 before
+    any), so one solved level-1 problem and one failed level-2 problem already steer the draws."""
+    import doctest
+
+    import kimi_rl.rl.sampling as sampling
+
+    result = doctest.testmod(sampling)
+    assert result.failed == 0 and result.attempted >= 2  # level_priors' two hand-computed examples
+    difficulties = [1] * 50 + [2] * 50
+    fixed = make("prioritized", difficulties, priority_floor=0.05)
+    learned = make("prioritized", difficulties, priority_floor=0.05, priority_prior=None)
+    assert learned.weight(1) == learned.weight(51) == 0.5  # nothing seen: the default for every level
+    for s in (fixed, learned):
+        s.update([0, 50], [1.0, 0.0])
+    assert (fixed.weight(1), fixed.weight(51)) == (0.5, 0.5)  # a fixed prior: unseen problems stay alike
+    assert (learned.weight(1), learned.weight(51)) == (0.05, 1.0)  # max(1 - 1, floor), max(1 - 0, floor)
+    drawn = learned.draw(20, iteration=1)
+    assert sum(difficulties[i] == 2 for i in drawn) >= 15  # P(level 2) = 49 / (49 + 49 * 0.05) = 0.95 per pick
+    assert learned.stats()["success_rate_level_1"] == 1.0 and learned.stats()["success_rate_level_2"] == 0.0
