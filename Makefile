@@ -86,7 +86,6 @@ reward-model: $(STAMP)
 # The paper's claims (conf/ablations.yaml): make ablate NAME=negative_gradients [ARGS="overrides for every arm"]
 NAME ?=
 ablate: $(STAMP)
-	@test -n "$(NAME)" || { echo "make ablate NAME=...: one of: $$(sed -n 's/^  \([a-z_0-9]*\):$$/\1/p' conf/ablations.yaml | tr '\n' ' ')"; exit 2; }
 	$(BIN)/kimi-rl ablate $(NAME) $(ARGS)
 
 ablations: $(STAMP)

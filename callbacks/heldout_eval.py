@@ -35,30 +35,30 @@ class HeldoutEval(Callback):
         return self._reduce(local, trainer)
 
     def _reduce(self, local: EvalResult, trainer: L.Trainer) -> EvalResult:
-        """Sum the ranks' counts: per level (problems, correct, tokens) and pass@k (problems x pass@k)."""
+        """Sum the ranks' counts: per level (problems, correct, tokens), and problems with their pass@k sums."""
         levels = sorted({p.difficulty for p in self.problems})
         ks = pass_k_values(self.samples)
-        t = torch.zeros(len(levels) + 1, max(3, len(ks) + 1), dtype=torch.float64)  # [levels + 1, 3 or k + 1]
+        per = torch.zeros(len(levels), 3, dtype=torch.float64)  # [levels, (problems, correct, tokens)]
         for row, lv in enumerate(levels):
             s = local.per_level.get(lv)
             if s:
                 n = s.problems * self.samples
-                t[row, :3] = torch.tensor([s.problems, s.accuracy * n, s.mean_tokens * n], dtype=torch.float64)
-        t[-1, 0] = float(local.problems)  # last row: problems, then sum of pass@k over them for each k
-        t[-1, 1:len(ks) + 1] = torch.tensor([local.pass_at_k.get(k, 0.0) * local.problems for k in ks],
-                                            dtype=torch.float64)
+                per[row] = torch.tensor([s.problems, s.accuracy * n, s.mean_tokens * n], dtype=torch.float64)
+        at_k = torch.tensor([local.problems] + [local.pass_at_k.get(k, 0.0) * local.problems for k in ks],
+                            dtype=torch.float64)  # [1 + K]
+        flat = torch.cat([per.flatten(), at_k])
         if trainer.world_size > 1:
-            t = trainer.strategy.reduce(t.to(trainer.strategy.root_device), reduce_op="sum").cpu()
+            flat = trainer.strategy.reduce(flat.to(trainer.strategy.root_device), reduce_op="sum").cpu()
+        per, at_k = flat[:per.numel()].view(-1, 3), flat[per.numel():]
         per_level = {}
         for row, lv in enumerate(levels):
-            probs, correct, tokens = t[row, :3].tolist()
+            probs, correct, tokens = per[row].tolist()
             n = max(probs * self.samples, 1)
             per_level[lv] = LevelStats(problems=int(probs), accuracy=correct / n, mean_tokens=tokens / n)
-        body = t[:-1]
-        total = max(float(body[:, 0].sum()) * self.samples, 1)
-        problems = int(t[-1, 0])
-        pass_at_k = {k: float(t[-1, i + 1]) / problems for i, k in enumerate(ks)} if problems else {}
-        return EvalResult(accuracy=float(body[:, 1].sum()) / total, mean_tokens=float(body[:, 2].sum()) / total,
+        total = max(float(per[:, 0].sum()) * self.samples, 1)
+        problems = int(at_k[0])
+        pass_at_k = {k: float(v) / problems for k, v in zip(ks, at_k[1:])} if problems else {}
+        return EvalResult(accuracy=float(per[:, 1].sum()) / total, mean_tokens=float(per[:, 2].sum()) / total,
                           per_level=per_level, samples=self.samples, pass_at_k=pass_at_k, problems=problems)
 
     def _log(self, trainer: L.Trainer, res: EvalResult, step: int) -> None:

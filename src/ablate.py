@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -91,8 +90,8 @@ def arm_configs(ablation: Ablation, settings: list[str], overrides: list[str],
     out = {}
     for arm, words in ablation.arms.items():
         cfg = load_config(settings + ablation.common + words + list(overrides), conf_dir)
-        out[arm] = load_config(settings + ablation.common + words + list(overrides)
-                               + [f"run.name={arm_run_name(cfg, ablation.name, arm)}"], conf_dir)
+        out[arm] = dataclasses.replace(cfg, run=dataclasses.replace(
+            cfg.run, name=arm_run_name(cfg, ablation.name, arm)))
     first = next(iter(out.values()))
     for arm, cfg in out.items():
         if cfg.trainer.devices * cfg.trainer.num_nodes != 1:
@@ -218,19 +217,14 @@ def plot_curves(ablation: Ablation, scalars: dict[str, dict[str, dict[int, float
 
 def run_arm(cfg: Config) -> dict:
     """One arm: ``kimi-rl train`` with ``cfg`` (warm-up from the cache); its result, also in the arm's folder."""
-    from kimi_rl.pipeline import base_model, prepare, run_rl, run_sft, write_eval
+    from kimi_rl.pipeline import train
 
-    paths, task = prepare(cfg)
-    init = run_sft(cfg, paths, task, base_model(cfg, paths))
-    t0 = time.perf_counter()
-    _, results = run_rl(cfg, paths, task, init)
-    seconds = time.perf_counter() - t0
-    write_eval(paths, {f"{k} RL": v for k, v in results.items()}, "eval_rl.json")
-    result = {"arm_key": arm_key(cfg), "seconds": round(seconds, 1),
-              "iterations": cfg.rl.iterations, "warm_up": str(init),
-              "eval": {k: v.to_dict() for k, v in results.items()}}
+    done = train(cfg)
+    result = {"arm_key": arm_key(cfg), "seconds": round(done.rl_seconds, 1),
+              "iterations": cfg.rl.iterations, "warm_up": str(done.warm_up),
+              "eval": {k: v.to_dict() for k, v in done.results.items()}}
     if is_rank_zero():
-        (paths.root / RESULT_FILE).write_text(json.dumps(result, indent=1))
+        (done.paths.root / RESULT_FILE).write_text(json.dumps(result, indent=1))
     return result
 
 

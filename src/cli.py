@@ -47,21 +47,18 @@ def cmd_sft(overrides: list[str]) -> int:
 def cmd_train(overrides: list[str]) -> int:
     from kimi_rl.config.loader import load_config
     from kimi_rl.eval.evaluate import format_summary, format_table
-    from kimi_rl.pipeline import base_model, log, prepare, run_rl, run_sft, write_eval
+    from kimi_rl.pipeline import log, train
 
     cfg = load_config(overrides)
-    paths, task = prepare(cfg)
-    init = run_sft(cfg, paths, task, base_model(cfg, paths))
+    done = train(cfg)
     if not cfg.rl.enabled:
-        log(f"rl.enabled is false; the model is {init}")
+        log(f"rl.enabled is false; the model is {done.warm_up}")
         return 0
-    final, results = run_rl(cfg, paths, task, init)
-    if results:
-        named = {f"{k} RL": v for k, v in results.items()}
-        write_eval(paths, named, "eval_rl.json")
+    if done.results:
+        named = {f"{k} RL": v for k, v in done.results.items()}
         log(f"held-out pass@1 over {cfg.eval.samples} samples at T={cfg.eval.temperature}, before and after RL:\n"
             + format_table(named) + "\n" + format_summary(named))
-    log(f"final model: {final}\nTensorBoard: make tensorboard (logs in {paths.root / 'tb'})")
+    log(f"final model: {done.final}\nTensorBoard: make tensorboard (logs in {done.paths.root / 'tb'})")
     return 0
 
 

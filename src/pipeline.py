@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from kimi_rl.config import Config, ConfigError
@@ -122,11 +123,18 @@ def close_verifier(verifier) -> None:
         close()
 
 
+def base_folder(cfg: Config, paths: RunPaths) -> Path:
+    """Where the base model is: ``model.path``, or the cache folder of the tiny model built from ``model.*``."""
+    if cfg.model.path:
+        return Path(cfg.model.path)
+    return paths.base_cache(config_hash(cfg.model, cfg.run.seed, BASE_FORMAT))
+
+
 def base_model(cfg: Config, paths: RunPaths) -> Path:
     """``model.path``, or the tiny model built from ``model.*`` (cached by its config)."""
     if cfg.model.path:
         return check_model_folder(cfg.model.path)
-    folder = paths.base_cache(config_hash(cfg.model, cfg.run.seed, BASE_FORMAT))
+    folder = base_folder(cfg, paths)
     if not is_done(folder):
         if not is_rank_zero():
             raise RuntimeError(f"{folder} is not ready; rank 0 builds it before launching workers")
@@ -144,6 +152,13 @@ SFT_DATA_FIELDS = ("source", "path", "question_field", "answer_field", "difficul
 def sft_key(cfg: Config, base: Path) -> str:
     data = {k: getattr(cfg.data, k) for k in SFT_DATA_FIELDS}
     return config_hash(str(base.resolve()), data, cfg.sft, cfg.run.seed, cfg.model)
+
+
+def cached_warm_up(cfg: Config) -> Path | None:
+    """The finished SFT warm-up model of ``cfg`` in ``run.dir``'s cache, or None (nothing is built)."""
+    paths = RunPaths(cfg.run.dir, cfg.run.name)
+    out = paths.sft_cache(sft_key(cfg, base_folder(cfg, paths)))
+    return out / "model" if is_done(out) else None
 
 
 def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
@@ -263,6 +278,35 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     trainer.strategy.barrier()
     log(f"RL done: {module.iteration} iterations in {time.perf_counter() - t0:.0f} s -> {paths.final_model}")
     return paths.final_model, heldout_eval.results
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` did: the run's folders, the RL start model and its result."""
+
+    paths: RunPaths
+    warm_up: Path
+    """The SFT warm-up model (the base model with ``sft.enabled`` false): RL's start."""
+    final: Path | None
+    """The RL policy's folder; None when ``rl.enabled`` is false."""
+    results: dict
+    """Held-out ``EvalResult`` before / after RL ({} without RL)."""
+    rl_seconds: float = 0.0
+
+
+def train(cfg: Config) -> TrainResult:
+    """``kimi-rl train``: check the inputs, the SFT warm-up (cached), then RL with the held-out evaluation before
+    and after it, written to ``eval_rl.json`` as ``before RL`` / ``after RL``."""
+    paths, task = prepare(cfg)
+    init = run_sft(cfg, paths, task, base_model(cfg, paths))
+    if not cfg.rl.enabled:
+        return TrainResult(paths, init, None, {})
+    t0 = time.perf_counter()
+    final, results = run_rl(cfg, paths, task, init)
+    seconds = time.perf_counter() - t0
+    if results:
+        write_eval(paths, {f"{k} RL": v for k, v in results.items()}, "eval_rl.json")
+    return TrainResult(paths, init, final, results, seconds)
 
 
 def resume_path(cfg: Config, paths: RunPaths) -> str | None:

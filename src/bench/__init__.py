@@ -1,8 +1,8 @@
 """``kimi-rl bench``: the project's benchmarks in one run (figures, never pass/fail on a time).
 
-Partial vs full rollouts (``kimi_rl.bench.rollout``, paper 2.6.2), sandbox starts per second
-(``kimi_rl.bench.sandbox``, 2.6.4) and each RL stage against its ceiling on this machine
-(``kimi_rl.bench.ceilings``: matmul peak, the engine alone, shares of an iteration). Settings are the ``bench.*`` section of the config
+Each RL stage against its ceiling on this machine (``kimi_rl.bench.ceilings``: matmul peak, the engine alone,
+shares of an iteration), partial vs full rollouts (``kimi_rl.bench.rollout``, paper 2.6.2) and sandbox starts per
+second (``kimi_rl.bench.sandbox``, 2.6.4). Settings are the ``bench.*`` section of the config
 (``kimi-rl bench bench.segment_tokens=16 bench.sandbox_runs=20``).
 """
 from __future__ import annotations

@@ -122,17 +122,15 @@ ITERATION_STAGES = (("rollout", "time/rollout_s"), ("scoring", "time/score_s"), 
 def iteration_shares(overrides: list[str], iterations: int) -> dict:
     """A short real RL run (the default pipeline, warm-up off, ``overrides``): each stage's mean seconds and
     share of ``time/iteration_s``; the update is ``time/train_s`` minus the reference pass (inside it)."""
-    from kimi_rl.runs import read_scalars
     from kimi_rl.config.loader import load_config
-    from kimi_rl.pipeline import base_model, prepare, run_rl
+    from kimi_rl.pipeline import train
+    from kimi_rl.runs import read_scalars
 
     with tempfile.TemporaryDirectory(prefix="kimi_rl_bench_rl_") as tmp:
         cfg = load_config(["sft.enabled=false", f"rl.iterations={iterations}", "rl.checkpoint_every=0",
                            "rl.sample_log_every=0", "eval.max_problems_per_level=1", "eval.samples=1",
                            f"run.dir={tmp}", "run.name=bench"] + list(overrides))
-        paths, task = prepare(cfg)
-        run_rl(cfg, paths, task, base_model(cfg, paths))
-        m = read_scalars(paths.root / "tb" / "rl")
+        m = read_scalars(train(cfg).paths.root / "tb" / "rl")
     skip = {0}  # the first iteration pays one-off costs (compilation, allocator growth)
 
     def mean(tag: str) -> float:
@@ -200,15 +198,9 @@ def run(cfg) -> dict:
 
 def warm_up_folder(cfg) -> Optional[Path]:
     """``bench.ceiling_model``, else the default run's finished SFT warm-up in ``run.dir``'s cache, else None."""
-    if cfg.bench.ceiling_model:
-        return Path(cfg.bench.ceiling_model)
-    from kimi_rl.pipeline import BASE_FORMAT, sft_key
-    from kimi_rl.runs import RunPaths, config_hash, is_done
+    from kimi_rl.pipeline import cached_warm_up
 
-    paths = RunPaths(cfg.run.dir, cfg.run.name)
-    base = paths.base_cache(config_hash(cfg.model, cfg.run.seed, BASE_FORMAT))
-    out = paths.sft_cache(sft_key(cfg, base))
-    return out / "model" if is_done(out) else None
+    return Path(cfg.bench.ceiling_model) if cfg.bench.ceiling_model else cached_warm_up(cfg)
 
 
 def format_ceilings(r: dict) -> str:

@@ -25,7 +25,7 @@ from kimi_rl.long2short.data import ResponseSFTDataModule, sample_scored, write_
 from kimi_rl.long2short.dpo import run_dpo
 from kimi_rl.long2short.report import write_report
 from kimi_rl.models.modeling import load_model, load_tokenizer
-from kimi_rl.pipeline import base_model, evaluate_folder, log, run_rl, sft_key
+from kimi_rl.pipeline import base_model, cached_warm_up, evaluate_folder, log, run_rl
 from kimi_rl.rl.schedule import shortened
 from kimi_rl.rollout.weights import save_policy
 from kimi_rl.sft import SFTModule
@@ -211,14 +211,13 @@ def input_models(cfg: Config) -> tuple[Path, Path]:
     if not is_done(paths.final_model):
         raise ConfigError(f"run.name={cfg.run.name}: no finished long-CoT model at {paths.final_model}; "
                           f"run `kimi-rl train` (make train) with the same overrides first")
-    base = base_model(cfg, paths)
     if not cfg.sft.enabled:
-        return paths.final_model, base
-    warmup = paths.sft_cache(sft_key(cfg, base))
-    if not is_done(warmup):
-        raise ConfigError(f"sft: no cached SFT warm-up model for this config at {warmup}; run `kimi-rl train` "
+        return paths.final_model, base_model(cfg, paths)
+    warmup = cached_warm_up(cfg)
+    if warmup is None:
+        raise ConfigError(f"sft: no cached SFT warm-up model for this config in {paths.cache}; run `kimi-rl train` "
                           f"with the same data/model/sft overrides first")
-    return paths.final_model, warmup / "model"
+    return paths.final_model, warmup
 
 
 def run_long2short(cfg: Config, opts: Long2ShortConfig, long_dir: Optional[Path] = None,
