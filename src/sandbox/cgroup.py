@@ -74,6 +74,12 @@ class MemoryCgroups:
         (path / "memory.limit_in_bytes").write_text(str(limit_bytes))
         if memsw.exists():
             memsw.write_text(str(limit_bytes))
+        swappiness = path / "memory.swappiness"  # v1 without swap accounting: 0 keeps the run's pages out of swap
+        if swappiness.exists():
+            try:
+                swappiness.write_text("0")
+            except OSError:
+                pass
 
     def kill(self, slot: int, timeout_s: float = 2.0) -> int:
         """SIGKILL every process left in the slot's cgroup until it is empty; returns how many were found."""
