@@ -7,7 +7,8 @@
 - rollouts: the pipeline's buffer path (one engine call per trajectory, k copies of each prompt) against the
   engine alone generating the same batch with ``n = k`` (the rollout ceiling), in tokens/s;
 - one short real RL run: each stage's share of the iteration (rollout, scoring, reference log-probs, update,
-  weight sync, the rest inside the iteration) and Lightning's time between iterations.
+  weight sync, the rest inside the iteration) and Lightning's time between iterations; the same run again with
+  right-padded rows instead of packed ones (``algo.pack_sequences``) for the update's ratio.
 
 Figures only: nothing passes or fails on a time. Settings are ``bench.*`` keys; the JSON goes to
 ``bench.out`` (default ``runs/bench/ceilings.json``).
@@ -22,24 +23,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
-"""The flags that decide matmul speed per dtype (printed; bf16 is timed only with avx512_bf16 or amx_bf16)."""
-
-
-def cpu_info() -> dict:
-    """Model name, the relevant flags present and the core count (Linux /proc/cpuinfo; else platform)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count() or 1,
-            "bf16_hardware": bool({"avx512_bf16", "amx_bf16"} & flags)}
+from kimi_rl.hardware import CPU_FLAGS, cpu_info  # noqa: F401  (kimi_rl.bench.ceilings.cpu_info, as before)
 
 
 def matmul_gflops(dtype, n: int = 1024, seconds: float = 1.0) -> float:
@@ -182,12 +166,17 @@ def run(cfg) -> dict:
                          ModelConfig(path=str(folder)), args.seed, max_len) as engine:
             result["rollout"] = rollout_ceiling(engine, prompts, args.ceiling_samples, args.ceiling_max_response_tokens,
                                                 eos_ids(tok))
-        result["iteration"] = iteration_shares([
-            f"model.path={folder}", f"rollout.prompts_per_iteration={args.ceiling_prompts}",
-            f"rollout.samples_per_prompt={args.ceiling_samples}",
-            f"rollout.max_response_tokens={args.ceiling_max_response_tokens}", f"trainer.threads={threads}",
-            "algo.skip_uninformative_groups=false"],  # every sample trains, also from a model that scores 0
-            args.ceiling_rl_iterations)
+        rl = [f"model.path={folder}", f"rollout.prompts_per_iteration={args.ceiling_prompts}",
+              f"rollout.samples_per_prompt={args.ceiling_samples}",
+              f"rollout.max_response_tokens={args.ceiling_max_response_tokens}", f"trainer.threads={threads}",
+              "algo.skip_uninformative_groups=false"]  # every sample trains, also from a model that scores 0
+        result["iteration"] = iteration_shares(rl + ["algo.pack_sequences=true"], args.ceiling_rl_iterations)
+        padded = iteration_shares(rl + ["algo.pack_sequences=false"], args.ceiling_rl_iterations)
+        result["update_layouts"] = {  # the same run with right-padded rows: what packing saves
+            "packed_s": result["iteration"]["stages_s"]["update"] + result["iteration"]["stages_s"]["reference logp"],
+            "padded_s": padded["stages_s"]["update"] + padded["stages_s"]["reference logp"],
+            "packed_train_tokens_per_s": result["iteration"]["train_tokens_per_s"],
+            "padded_train_tokens_per_s": padded["train_tokens_per_s"]}
     print(format_ceilings(result), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -223,4 +212,10 @@ def format_ceilings(r: dict) -> str:
                  f"between iterations (Lightning) {it['between_iterations_s']:.3f} s")
     for k, v in it["stages_s"].items():
         lines.append(f"  {k:<30}{v:>8.3f} s {100 * it['shares'][k]:>6.1f}%")
+    lay = r.get("update_layouts")
+    if lay:
+        lines.append(f"update + reference logp per iteration: packed rows {lay['packed_s']:.2f} s "
+                     f"({lay['packed_train_tokens_per_s']:.0f} tokens/s), right-padded rows {lay['padded_s']:.2f} s "
+                     f"({lay['padded_train_tokens_per_s']:.0f} tokens/s): packed takes "
+                     f"{lay['packed_s'] / max(lay['padded_s'], 1e-9):.2f}x the padded time")
     return "\n".join(lines)

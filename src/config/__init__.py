@@ -55,12 +55,18 @@ class ModelConfig:
     max_position_embeddings: int = 1024
     """Longest prompt + response the built model handles, in tokens."""
     dtype: str = "float32"
-    """Weights dtype for training and the engine: float32 | bfloat16 | float16."""
+    """Weights dtype for training and the engine: float32 | bfloat16 | float16 | auto (bfloat16 on a CUDA GPU or
+    a CPU with bf16 instructions, avx512_bf16 or amx_bf16; else float32, since bf16 matmul on an AVX2-only CPU
+    runs about 40x slower). ``auto`` is resolved here, so the run's saved config names the dtype it used."""
 
     def __post_init__(self) -> None:
         _finite(self, "model")
         _one_of(self.arch, "model.arch", ("qwen2", "llama"))
-        _one_of(self.dtype, "model.dtype", ("float32", "bfloat16", "float16"))
+        _one_of(self.dtype, "model.dtype", ("float32", "bfloat16", "float16", "auto"))
+        if self.dtype == "auto":
+            from kimi_rl.hardware import auto_dtype
+
+            self.dtype = auto_dtype()
         _at_least(self, "model", 1, "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
         _at_least(self, "model", 2, "max_position_embeddings")
         _check(self.hidden_size % self.num_heads == 0, "model.hidden_size",
@@ -146,6 +152,10 @@ class AlgoConfig:
     minibatch_by: str = "group"
     """How rows are cut into minibatches: group (whole groups, sorted by length: the group baseline
     cancels inside each step) | length (rows sorted by length, groups split across steps)."""
+    pack_sequences: bool = True
+    """Run the policy's forward passes (update and reference log-probs) on the minibatch's rows packed end to
+    end into as few rows of its longest row's width as hold them, each sequence attending only to itself, instead
+    of right-padded rows: the same log-probs at the cost of the real tokens (not in the paper: speed only)."""
     skip_uninformative_groups: bool = True
     """Leave groups whose advantages are all 0 (every sample right, or every sample wrong) out of the
     update: their policy-gradient term is zero and they only dilute the minibatch mean."""

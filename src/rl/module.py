@@ -22,13 +22,46 @@ from kimi_rl.models.modeling import shifted_token_logprobs
 from kimi_rl.registries import OPTIMIZERS
 from kimi_rl.rl.iteration import Iteration
 from kimi_rl.rng import capture_rng, restore_rng  # noqa: F401  (kimi_rl.rl.module.capture_rng, as before)
-from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches
+from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches, pack_rows
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """log pi(x_t | x_<t) for every position t >= 1 (0 at t = 0), aligned with ``input_ids``."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
-    return torch.nn.functional.pad(shifted_token_logprobs(logits, input_ids), (1, 0))  # [B, T]
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   pack_lengths: list[int] | None = None) -> torch.Tensor:
+    """log pi(x_t | x_<t) for every position t >= 1 (0 at t = 0), aligned with ``input_ids`` [B, T].
+
+    ``pack_lengths`` (row i is ``input_ids[i, :pack_lengths[i]]``, right padding): the rows are first packed end
+    to end (``pack_rows``) into as few rows of the longest row's width as hold them, with position ids restarting
+    at 0 for each, and the model runs with no attention mask; transformers then restricts attention to each
+    packed sequence (block-diagonal causal), so a row sees exactly its own prefix, as in the padded layout, for
+    the cost of its own tokens instead of B x T. The result is gathered back to [B, T] (0 on padding); no
+    attention pair is added, so no row costs more. The layout is built on the CPU from the given lengths (no
+    device sync) and moved once."""
+    bins = pack_rows(pack_lengths, max(pack_lengths)) if pack_lengths else []
+    if len(bins) in (0, len(pack_lengths or [])):  # not asked, or nothing shares a row: padding costs the same
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
+        return torch.nn.functional.pad(shifted_token_logprobs(logits, input_ids), (1, 0))  # [B, T]
+    n_rows, n_cols = input_ids.shape
+    width = max(pack_lengths)
+    span = torch.arange(max(width, n_cols))  # [max(W, T)]
+    source = torch.zeros(len(bins), width, dtype=torch.long)  # [P, W] flat index into input_ids (tail: 0)
+    positions = span[:width].repeat(len(bins), 1)  # [P, W]; a bin's unused tail: 0, 1, ... (a sequence of its own)
+    where = torch.zeros(n_rows, n_cols, dtype=torch.long)  # [B, T] flat index of (i, t) in the packed result
+    for b, rows in enumerate(bins):
+        start = 0
+        for i in rows:
+            n = pack_lengths[i]
+            source[b, start:start + n] = i * n_cols + span[:n]
+            positions[b, start:start + n] = span[:n]
+            where[i] = b * width + start + span[:n_cols].clamp(max=n - 1)
+            start += n
+        positions[b, start:] = span[: width - start]
+    t = span[:n_cols]  # [T]
+    valid = (t >= 1) & (t < torch.tensor(pack_lengths)[:, None])  # [B, T]; at t = 0 the row before was looked at
+    device = input_ids.device
+    packed_ids = input_ids.flatten()[source.to(device)]  # [P, W]
+    logits = model(input_ids=packed_ids, position_ids=positions.to(device), use_cache=False).logits  # [P, W, V]
+    packed = torch.nn.functional.pad(shifted_token_logprobs(logits, packed_ids), (1, 0))  # [P, W]
+    return packed.flatten()[where.to(device)] * valid.to(device)
 
 
 def check_device(batch: RolloutBatch, device: torch.device) -> None:
@@ -166,8 +199,10 @@ class KimiRLModule(L.LightningModule):
             if i >= len(chunks):
                 self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device))  # FSDP all-gathers
                 continue
-            mb = train.select(chunks[i]).to(self.device)
-            logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask).float()  # [B, T]
+            mb = train.select(chunks[i])
+            lengths = self._pack_lengths(mb)
+            mb = mb.to(self.device)
+            logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths).float()  # [B, T]
             ref[chunks[i], : logp.shape[1]] = (logp * mb.loss_mask).cpu()
         if train is None or not len(train):
             return train
@@ -200,10 +235,15 @@ class KimiRLModule(L.LightningModule):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def _pack_lengths(self, mb: RolloutBatch) -> list[int] | None:
+        """Each row's prompt + response length when ``algo.pack_sequences`` (read before the batch moves)."""
+        return (mb.prompt_lengths + mb.response_lengths).tolist() if self.algo.pack_sequences else None
+
     def _step(self, mb: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
+        lengths = self._pack_lengths(mb)
         mb = mb.to(self.device)  # rollouts are built on the CPU; the policy may live on a GPU
         check_device(mb, self.device)
-        token_logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask)  # [B, T]
+        token_logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths)  # [B, T]
         mask = mb.loss_mask.float()  # [B, T]
         with torch.no_grad():  # before this iteration's first step the policy is the one logp_old came from
             ref_err = ((token_logp.detach() - mb.logp_old).abs() * mask).max() if mask.numel() else token_logp.new_zeros(())

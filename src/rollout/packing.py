@@ -185,3 +185,23 @@ def group_minibatches(batch: RolloutBatch, size: int, shuffle_seed: Optional[int
         slices = [slices[i] for i in torch.randperm(len(slices), generator=gen).tolist()]
     for rows_ in slices:
         yield batch.select(rows_)
+
+
+def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
+    """Rows of the given lengths into bins whose lengths sum to at most ``width`` (first-fit decreasing).
+
+    Returns the bins as lists of row indices, each bin's rows longest first; a row longer than ``width`` gets
+    a bin of its own. Every row is in exactly one bin. E.g. lengths [5, 3, 2, 4], width 6 -> [[0], [3, 2], [1]].
+    """
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for b, free in enumerate(room):
+            if lengths[i] <= free:
+                bins[b].append(i)
+                room[b] -= lengths[i]
+                break
+        else:
+            bins.append([i])
+            room.append(width - lengths[i])
+    return bins
