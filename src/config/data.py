@@ -83,7 +83,9 @@ class DataConfig:
     """reasoning_gym: seed of the generated problems (each task and level gets its own); null: ``run.seed``."""
     rg_answer_format: str = "answer_tags"
     """reasoning_gym: the final-answer format each question asks for and the verifier reads: ``answer_tags``
-    (``<answer>...</answer>``, the package's own) | ``boxed`` (``\\boxed{...}``, as the math prompts here)."""
+    (``<answer>...</answer>``, the package's own) | ``boxed`` (``\\boxed{...}``, as the math prompts here) |
+    ``last_number`` (the reply's last number; for tasks whose answers are numbers, checked when problems are made:
+    a small instruct model that never writes tags still gets a reward signal)."""
 
     def __post_init__(self) -> None:
         _finite(self, "data")
@@ -120,7 +122,7 @@ class DataConfig:
                "name at least one reasoning-gym task when data.source is 'reasoning_gym', e.g. [chain_sum]")
         _check(len(set(self.rg_tasks)) == len(self.rg_tasks), "data.rg_tasks", f"names a task twice: {self.rg_tasks}")
         _check(self.rg_seed is None or self.rg_seed >= 0, "data.rg_seed", f"must be >= 0 or null, got {self.rg_seed}")
-        _one_of(self.rg_answer_format, "data.rg_answer_format", ("answer_tags", "boxed"))
+        _one_of(self.rg_answer_format, "data.rg_answer_format", ("answer_tags", "boxed", "last_number"))
         for task, settings in self.rg_settings.items():
             for name in ("seed", "size"):
                 _check(name not in (settings or {}), f"data.rg_settings.{task}.{name}",

@@ -7,6 +7,7 @@ the reward is binary by default (the task's score must be 1), as the paper's r i
 from __future__ import annotations
 
 import difflib
+import re
 import zlib
 from dataclasses import fields
 from typing import Any, Mapping, Sequence
@@ -18,8 +19,11 @@ from kimi_rl.rewards.math import last_boxed
 ANSWER_FORMATS = {
     "answer_tags": "Reason step by step, then give only the final answer between <answer> and </answer> tags.",
     "boxed": "Reason step by step, then give only the final answer within \\boxed{}.",
+    "last_number": "Reason step by step, then end your reply with the final answer as a number.",
 }
 """``data.rg_answer_format`` -> the instruction appended to every question; ``extract_answer`` reads that format."""
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?")
+"""A number as written in a reply: optional minus sign, digits with optional thousands commas and decimals."""
 TRIES_PER_PROBLEM = 4
 """Generated entries tried per wanted problem before a small problem space is taken as exhausted."""
 
@@ -122,6 +126,12 @@ def _level_problems(task: str, level: int, data: DataConfig, seed: int) -> tuple
                           f"question(s); widen its settings or drop the level from data.levels")
     n_held = data.heldout_per_level if len(entries) == want else min(data.heldout_per_level, max(1, len(entries) // 5))
     fmt = data.rg_answer_format
+    if fmt == "last_number":
+        for _, e in entries:
+            if NUMBER.fullmatch(str(e["answer"]).strip()) is None:
+                raise ConfigError(f"data.rg_answer_format: last_number reads a number, but reasoning-gym task "
+                                  f"'{task}' (level {level}) has the answer {str(e['answer'])[:60]!r}; use answer_tags "
+                                  f"or boxed for it")
     problems = [Problem(uid=f"rg/{task}/L{level}/{i}", question=f"{e['question'].rstrip()}\n\n{ANSWER_FORMATS[fmt]}",
                         answer="" if e["answer"] is None else str(e["answer"]), difficulty=level,
                         meta={"task": task, "settings": dict(settings), "entry": e, "answer_format": fmt})
@@ -155,10 +165,15 @@ def extract_answer(response: str, answer_format: str = "answer_tags") -> str | N
     '8'
     >>> extract_answer(r"so \\boxed{ {1, 2} }", "boxed")
     '{1, 2}'
+    >>> extract_answer("7 - 4 = 3, so the total is 1,203.", "last_number")
+    '1203'
     """
     if answer_format == "boxed":
         found = last_boxed(response)
         return None if found is None else found.strip()
+    if answer_format == "last_number":  # the reply's last number, for tasks whose answers are numbers
+        found = NUMBER.findall(response)
+        return found[-1].replace(",", "") if found else None
     from reasoning_gym.utils import extract_answer as rg_extract
 
     return rg_extract(response)
@@ -166,7 +181,7 @@ def extract_answer(response: str, answer_format: str = "answer_tags") -> str | N
 
 class ReasoningGymVerifier:
     """Scores a response with its problem's task ``score_answer`` on the final answer in the format its question
-    states (``meta["answer_format"]``: between ``<answer>`` tags, or in ``\\boxed{}``).
+    states (``meta["answer_format"]``: between ``<answer>`` tags, in ``\\boxed{}``, or the reply's last number).
 
     ``binary``: 1.0 when the task scores the answer 1, else 0.0 (the paper's r in {0, 1}); false keeps the task's
     partial credit (e.g. the default scorer's len(oracle) / len(answer) when the answer contains the oracle).

@@ -88,6 +88,7 @@ def test_verifier_scores_with_the_tasks_own_score_answer(monkeypatch):
 @pytest.mark.parametrize("fmt, says, right, other", [
     ("answer_tags", "between <answer> and </answer> tags", "<answer> {a} </answer>", "\\boxed{{{a}}}"),
     ("boxed", "within \\boxed{}", "so \\boxed{{{a}}}.", "<answer>{a}</answer>"),
+    ("last_number", "as a number", "so the total is {a}.", "{a}, or maybe {a}1"),
 ])
 def test_answer_is_read_in_the_format_the_prompt_states(fmt, says, right, other):
     task = load_task(_data(rg_answer_format=fmt, levels=[1]), seed=0)
@@ -99,6 +100,28 @@ def test_answer_is_read_in_the_format_the_prompt_states(fmt, says, right, other)
     # the last answer counts: a corrected answer is scored, not the first try
     wrong_then_right = right.format(a=int(p.answer) + 1) + " wait, " + right.format(a=p.answer)
     assert verify([wrong_then_right], [p]) == [1.0]
+
+
+def test_last_number_is_read_as_an_adversary_would_write_it():
+    """The reply's last number is its answer: listing candidates scores the last one only, a number inside a
+    word or a version string is not a number, thousands commas and decimals are read, no number is None."""
+    read = lambda text: rg_module.extract_answer(text, "last_number")  # noqa: E731
+    assert read("maybe 5, 6, 7, 8 or 12") == "12"
+    assert read("the answer is 12.") == "12" and read("total: 1,203 legs") == "1203" and read("x = -4") == "-4"
+    assert read("1.5 then 2.25") == "2.25" and read("answer12 v3.7.1") is None and read("no idea") is None
+    task = load_task(_data(rg_answer_format="last_number", levels=[1]), seed=0)
+    p = task.heldout[0]
+    verify = make_verifier("reasoning_gym", {})
+    listing = " ".join(str(int(p.answer) + d) for d in range(-3, 4) if d) + f" {p.answer} 0"
+    assert verify([listing, f"{p.answer} " * 5 + "is not it: 0"], [p, p]) == [0.0, 0.0]
+
+
+def test_last_number_refuses_a_task_whose_answers_are_not_numbers():
+    with pytest.raises(ConfigError, match=r"data\.rg_answer_format: last_number reads a number, but reasoning-gym "
+                                          r"task 'word_sorting'"):  # letter_counting's counts pass
+        load_task(DataConfig(source="reasoning_gym", rg_tasks=["letter_counting", "word_sorting"], rg_levels={},
+                             levels=[1], train_per_level=4, heldout_per_level=2,
+                             rg_answer_format="last_number"), seed=0)
 
 
 @pytest.mark.parametrize("kw, key", [
