@@ -6,6 +6,7 @@ Each rank evaluates its share of the problems; counts are summed across ranks (`
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import lightning as L
 import torch
@@ -13,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 
 from kimi_rl.eval.evaluate import EvalResult, LevelStats, pass_k_values
 from kimi_rl.rollout.worker import RolloutWorker
+from kimi_rl.runs import log
 
 
 class HeldoutEval(Callback):
@@ -27,12 +29,22 @@ class HeldoutEval(Callback):
         self.verifier = verifier
         self.results: dict[str, EvalResult] = {}
 
-    def run(self, trainer: L.Trainer) -> EvalResult:
+    def run(self, trainer: L.Trainer, when: str = "") -> EvalResult:
+        """Evaluate (each rank its share); rank 0 says so in the run's log before and after (``when``)."""
         rank, world = trainer.global_rank, trainer.world_size
+        if trainer.is_global_zero:
+            log(f"held-out eval{when}: {len(self.problems)} problems x {self.samples} samples, "
+                f"T={self.temperature}, up to {self.max_tokens} tokens")
+        t0 = time.perf_counter()
         mine = list(range(rank, len(self.problems), world))
         local = self.worker.evaluate([self.problems[i] for i in mine], [self.prompts[i] for i in mine],
                                      self.samples, self.temperature, self.max_tokens, self.verifier)
-        return self._reduce(local, trainer)
+        res = self._reduce(local, trainer)
+        if trainer.is_global_zero:
+            levels = ", ".join(f"level {lv} {100 * s.accuracy:.1f}%" for lv, s in sorted(res.per_level.items()))
+            log(f"held-out eval{when}: pass@1 {100 * res.accuracy:.1f}% ({levels}), mean {res.mean_tokens:.0f} tokens, "
+                f"{time.perf_counter() - t0:.0f} s")
+        return res
 
     def _reduce(self, local: EvalResult, trainer: L.Trainer) -> EvalResult:
         """Sum the ranks' counts: per level (problems, correct, tokens), and problems with their pass@k sums."""
@@ -72,7 +84,7 @@ class HeldoutEval(Callback):
         # a resumed run restored "before" from its checkpoint; evaluating again would also shift
         # the engine's sample stream away from the uninterrupted run's
         if "before" not in self.results and pl_module.iteration == 0:
-            self.results["before"] = self.run(trainer)
+            self.results["before"] = self.run(trainer, " before RL")
             self._log(trainer, self.results["before"], pl_module.iteration)
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
@@ -82,7 +94,7 @@ class HeldoutEval(Callback):
 
     def validate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EvalResult:
         """One evaluation from Lightning's validation loop, logged at the completed iteration count."""
-        res = self.run(trainer)
+        res = self.run(trainer, f" at iteration {pl_module.iteration}")
         self._log(trainer, res, pl_module.iteration)
         return res
 
@@ -95,7 +107,7 @@ class HeldoutEval(Callback):
                 "num_sanity_val_steps": 0}
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.results["after"] = self.run(trainer)
+        self.results["after"] = self.run(trainer, " after RL")
         self._log(trainer, self.results["after"], pl_module.iteration)
 
     def state_dict(self) -> dict:

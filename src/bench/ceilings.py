@@ -55,13 +55,13 @@ def forward_flops_per_token(config, seq_len: int) -> float:
     return layers * (per_layer + attention) + 2 * h * config.vocab_size
 
 
-def train_step_gflops(model_dir: Path, rows: int, seq_len: int, steps: int) -> dict:
+def train_step_gflops(model_dir: Path, rows: int, seq_len: int, steps: int, dtype: str = "float32") -> dict:
     """Forward + backward + AdamW step on ``rows x seq_len`` random tokens of the model: time and FLOP/s."""
     import torch
 
     from kimi_rl.models.modeling import load_model
 
-    model = load_model(model_dir, "float32").train()
+    model = load_model(model_dir, dtype).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
     ids = torch.randint(0, model.config.vocab_size, (rows, seq_len))
     times = []
@@ -151,22 +151,26 @@ def run(cfg) -> dict:
         peaks["bfloat16"] = matmul_gflops(torch.bfloat16)
     result: dict = {"cpu": cpu, "torch_threads": threads, "matmul_peak_gflops": peaks}
     warm = warm_up_folder(cfg)
+    dtype = cfg.model.dtype  # model.dtype: auto is resolved by now (bf16 only where it is fast)
+    result["dtype"] = dtype
     with tempfile.TemporaryDirectory(prefix="kimi_rl_bench_") as tmp:
         folder = warm or build_tiny_model(cfg.model, Path(tmp) / "m", cfg.run.seed)
         result["model"] = str(warm) if warm else "tiny base model built from model.* (random weights)"
         for name, rows in (("rl_minibatch", args.train_rows), ("sft_step", max(1, 9216 // args.train_seq_len))):
-            r = train_step_gflops(folder, rows, args.train_seq_len, args.train_steps)
+            r = train_step_gflops(folder, rows, args.train_seq_len, args.train_steps, dtype)
+            r["dtype"] = dtype
             r["share_of_fp32_peak"] = r["gflops"] / peaks["float32"]
+            r["share_of_peak"] = r["gflops"] / peaks.get(dtype, peaks["float32"])
             result[f"train_{name}"] = r
         tok = load_tokenizer(folder)
         train, _ = make_problems([1, 2, 3, 4], args.ceiling_prompts, 1, seed=args.seed)
         prompts = encode_prompts(train[::4][: args.ceiling_prompts], tok, DataConfig())
         max_len = max(len(p) for p in prompts) + args.ceiling_max_response_tokens + 8
         with open_engine(RolloutConfig(engine="vllm", kv_cache_gib=cfg.rollout.kv_cache_gib), folder,
-                         ModelConfig(path=str(folder)), args.seed, max_len) as engine:
+                         ModelConfig(path=str(folder), dtype=dtype), args.seed, max_len) as engine:
             result["rollout"] = rollout_ceiling(engine, prompts, args.ceiling_samples, args.ceiling_max_response_tokens,
                                                 eos_ids(tok))
-        rl = [f"model.path={folder}", f"rollout.prompts_per_iteration={args.ceiling_prompts}",
+        rl = [f"model.path={folder}", f"model.dtype={dtype}", f"rollout.prompts_per_iteration={args.ceiling_prompts}",
               f"rollout.samples_per_prompt={args.ceiling_samples}",
               f"rollout.max_response_tokens={args.ceiling_max_response_tokens}", f"trainer.threads={threads}",
               "algo.skip_uninformative_groups=false"]  # every sample trains, also from a model that scores 0
@@ -200,8 +204,9 @@ def format_ceilings(r: dict) -> str:
              + ("" if cpu["bf16_hardware"] else " (no bf16 instructions: bf16 not timed, it would be emulated)")]
     for name in ("train_rl_minibatch", "train_sft_step"):
         t = r[name]
-        lines.append(f"{name}: {t['rows']} x {t['seq_len']} tokens, {t['step_s']:.3f} s/step, {t['tokens_per_s']:.0f} "
-                     f"tokens/s, {t['gflops']:.1f} GFLOP/s = {100 * t['share_of_fp32_peak']:.1f}% of the fp32 peak")
+        lines.append(f"{name}: {t['rows']} x {t['seq_len']} tokens, {t.get('dtype', 'float32')}, {t['step_s']:.3f} s/step, "
+                     f"{t['tokens_per_s']:.0f} tokens/s, {t['gflops']:.1f} GFLOP/s = "
+                     f"{100 * t.get('share_of_peak', t['share_of_fp32_peak']):.1f}% of the {t.get('dtype', 'float32')} peak")
     ro = r["rollout"]
     lines.append(f"rollout ({ro['prompts']} prompts x {ro['k']}): engine alone {ro['alone_tokens_per_s']:.0f} tokens/s, "
                  f"the buffer's path {ro['buffer_tokens_per_s']:.0f} tokens/s = {100 * ro['buffer_share_of_alone']:.0f}% "

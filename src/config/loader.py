@@ -1,7 +1,9 @@
 """Compose conf/*.yaml and ``key=value`` overrides into one validated ``Config``.
 
 A small subset of Hydra: ``conf/config.yaml`` lists default group choices; ``group=name``
-picks ``conf/<group>/<name>.yaml`` (a partial config at the root); ``a.b=value`` sets a key.
+picks ``conf/<group>/<name>.yaml`` (a partial config at the root); ``a.b=value`` sets a key. A chosen file may
+list ``defaults`` of its own (other groups' choices, e.g. conf/experiment/smollm2_gym.yaml picks model and data);
+a choice on the command line wins over them, and the file's keys win over the files it picks.
 """
 from __future__ import annotations
 
@@ -102,6 +104,16 @@ def compose(overrides: list[str] | None = None, conf_dir: Path | None = None) ->
         for group, name in dict(entry).items():
             selected[str(group)] = str(name)
     selected.update(choices)
+    bodies = {group: _read_yaml(conf_dir / group / f"{name}.yaml") for group, name in choices.items()}
+    for group, body in bodies.items():  # a chosen preset's own defaults (e.g. experiment=...), below the CLI's
+        path = conf_dir / group / f"{choices[group]}.yaml"
+        for entry in body.pop("defaults", None) or []:
+            for sub, name in dict(entry).items():
+                sub, name = str(sub), str(name)
+                if sub not in groups or name not in groups[sub] or sub == group:
+                    raise ConfigError(f"{path}: defaults: {sub}: {name} is no conf/{sub}/{name}.yaml of another group")
+                if sub not in choices:
+                    selected[sub] = name
 
     cfg: DictConfig = OmegaConf.structured(Config)
     cfg = _merge(cfg, root, str(conf_dir / "config.yaml"))
@@ -110,7 +122,7 @@ def compose(overrides: list[str] | None = None, conf_dir: Path | None = None) ->
         path = conf_dir / group / f"{name}.yaml"
         if not path.is_file():
             raise ConfigError(f"{conf_dir}/config.yaml: default {group}: {name} but {path} is missing")
-        files.append((group, path, _read_yaml(path)))
+        files.append((group, path, bodies[group] if group in bodies else _read_yaml(path)))
     # A group file's own section first, then what it sets in other sections, so that e.g. model=smollm2's
     # rollout keys win over conf/rollout/vllm.yaml whatever the order of the defaults list.
     for group, path, body in files:

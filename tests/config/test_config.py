@@ -253,3 +253,25 @@ def test_verifier_build_errors_name_verifier_options(tmp_path):
         VERIFIERS.unregister("picky_test")
     with pytest.raises(ConfigError, match=r"^data\.verifier: unknown verifier 'nope'"):
         check_verifier("nope", {})
+
+
+def test_every_group_file_composes_and_a_preset_picks_its_groups(tmp_path):
+    """Each conf/<group>/<name>.yaml composes on its own; experiment=smollm2_gym picks model=smollm2 and
+    data=reasoning_gym through its own defaults list, its keys win over theirs, and the command line wins over it."""
+    import shutil
+
+    from kimi_rl.config.loader import _groups, default_conf_dir
+
+    for group, names in _groups(default_conf_dir()).items():
+        for name in names:
+            load_config([f"{group}={name}"])
+    cfg = load_config(["experiment=smollm2_gym"])
+    assert cfg.model.path == "runs/models/smollm2" and cfg.data.source == "reasoning_gym"
+    assert cfg.data.rg_answer_format == "last_number" and cfg.rollout.max_response_tokens == 192  # model file: 128
+    assert cfg.data.rg_tasks == ["basic_arithmetic", "chain_sum", "leg_counting"]  # from data=reasoning_gym
+    assert load_config(["experiment=smollm2_gym", "model=tiny"]).model.path is None
+    conf = tmp_path / "conf"
+    shutil.copytree(default_conf_dir(), conf)
+    (conf / "experiment" / "bad.yaml").write_text("defaults:\n  - model: smollm3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: defaults: model: smollm3 is no conf/model/smollm3.yaml"):
+        load_config(["experiment=bad"], conf)
