@@ -35,7 +35,8 @@ def test_a_small_bench_prints_both_tables(capsys, tmp_path):
     assert "Sandboxed executions of a trivial Python program (2 runs, 1 workers" in out
     assert status in (0, 1)  # 1 only when a sandbox backend cannot run here; the table says which
     # each stage against its ceiling: figures, not judged; the JSON holds every one of them
-    assert "matmul peak: float32" in out and "of the fp32 peak" in out and "of the engine alone" in out
+    assert "matmul peak: float32" in out and "of the float32 peak" in out and "of the engine alone" in out
+    assert "update + reference logp per iteration: packed rows" in out  # the same run with padded rows beside it
     ceilings = json.loads(out_json.read_text())
     assert ceilings["cpu"]["cores"] >= 1 and ceilings["matmul_peak_gflops"]["float32"] > 0
     assert ceilings["model"].startswith("tiny base model")  # no warm-up in this run.dir's cache
@@ -45,6 +46,8 @@ def test_a_small_bench_prints_both_tables(capsys, tmp_path):
     assert set(it["stages_s"]) == {"rollout", "scoring", "reference logp", "weight sync", "update",
                                    "other, inside the iteration"}
     assert it["stages_s"]["update"] > 0 and it["stages_s"]["rollout"] > 0
+    assert ceilings["dtype"] == "float32" and ceilings["train_rl_minibatch"]["dtype"] == "float32"
+    assert ceilings["update_layouts"]["packed_s"] > 0 and ceilings["update_layouts"]["padded_s"] > 0
 
 
 def test_flops_per_token_from_the_shapes():

@@ -267,8 +267,8 @@ def test_every_group_file_composes_and_a_preset_picks_its_groups(tmp_path):
             load_config([f"{group}={name}"])
     cfg = load_config(["experiment=smollm2_gym"])
     assert cfg.model.path == "runs/models/smollm2" and cfg.data.source == "reasoning_gym"
-    assert cfg.data.rg_answer_format == "last_number" and cfg.rollout.max_response_tokens == 192  # model file: 128
-    assert cfg.data.rg_tasks == ["basic_arithmetic", "chain_sum", "leg_counting"]  # from data=reasoning_gym
+    assert cfg.data.rg_answer_format == "last_number" and cfg.rollout.max_response_tokens == 160  # model file: 128
+    assert cfg.data.rg_levels["chain_sum"][0]["min_terms"] == 2  # from data=reasoning_gym
     assert load_config(["experiment=smollm2_gym", "model=tiny"]).model.path is None
     conf = tmp_path / "conf"
     shutil.copytree(default_conf_dir(), conf)
