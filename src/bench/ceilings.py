@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
-from kimi_rl.hardware import CPU_FLAGS, cpu_info  # noqa: F401  (kimi_rl.bench.ceilings.cpu_info, as before)
+from kimi_rl.hardware import cpu_info
 
 
 def matmul_gflops(dtype, n: int = 1024, seconds: float = 1.0) -> float:

@@ -22,7 +22,7 @@ from kimi_rl.models.modeling import shifted_token_logprobs
 from kimi_rl.registries import OPTIMIZERS
 from kimi_rl.rl.iteration import Iteration
 from kimi_rl.rng import capture_rng, restore_rng  # noqa: F401  (kimi_rl.rl.module.capture_rng, as before)
-from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches, pack_rows
+from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches, pack_rows, packed_layout
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -40,23 +40,7 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if len(bins) in (0, len(pack_lengths or [])):  # not asked, or nothing shares a row: padding costs the same
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
         return torch.nn.functional.pad(shifted_token_logprobs(logits, input_ids), (1, 0))  # [B, T]
-    n_rows, n_cols = input_ids.shape
-    width = max(pack_lengths)
-    span = torch.arange(max(width, n_cols))  # [max(W, T)]
-    source = torch.zeros(len(bins), width, dtype=torch.long)  # [P, W] flat index into input_ids (tail: 0)
-    positions = span[:width].repeat(len(bins), 1)  # [P, W]; a bin's unused tail: 0, 1, ... (a sequence of its own)
-    where = torch.zeros(n_rows, n_cols, dtype=torch.long)  # [B, T] flat index of (i, t) in the packed result
-    for b, rows in enumerate(bins):
-        start = 0
-        for i in rows:
-            n = pack_lengths[i]
-            source[b, start:start + n] = i * n_cols + span[:n]
-            positions[b, start:start + n] = span[:n]
-            where[i] = b * width + start + span[:n_cols].clamp(max=n - 1)
-            start += n
-        positions[b, start:] = span[: width - start]
-    t = span[:n_cols]  # [T]
-    valid = (t >= 1) & (t < torch.tensor(pack_lengths)[:, None])  # [B, T]; at t = 0 the row before was looked at
+    source, positions, where, valid = packed_layout(pack_lengths, bins, input_ids.shape[1])
     device = input_ids.device
     packed_ids = input_ids.flatten()[source.to(device)]  # [P, W]
     logits = model(input_ids=packed_ids, position_ids=positions.to(device), use_cache=False).logits  # [P, W, V]

@@ -205,3 +205,31 @@ def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
             bins.append([i])
             room.append(width - lengths[i])
     return bins
+
+
+def packed_layout(lengths: list[int], bins: list[list[int]], n_cols: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Index tensors that pack right-padded rows ([B, n_cols], row i = its first ``lengths[i]`` tokens) into the
+    ``bins`` of ``pack_rows`` (width W = the longest row) and gather the packed result back:
+
+    - ``source`` [P, W]: flat index into the padded rows of each packed token (0 on a bin's unused tail);
+    - ``positions`` [P, W]: position ids restarting at 0 per row (the tail counts from 0: a sequence of its own);
+    - ``where`` [B, n_cols]: flat index into the packed result of each padded position;
+    - ``valid`` [B, n_cols]: real tokens from t = 1 on (at t = 0 a packed row looked at the row before it).
+    """
+    width = max(lengths)
+    span = torch.arange(max(width, n_cols))  # [max(W, T)]
+    source = torch.zeros(len(bins), width, dtype=torch.long)  # [P, W]
+    positions = span[:width].repeat(len(bins), 1)  # [P, W]
+    where = torch.zeros(len(lengths), n_cols, dtype=torch.long)  # [B, T]
+    for b, rows in enumerate(bins):
+        start = 0
+        for i in rows:
+            n = lengths[i]
+            source[b, start:start + n] = i * n_cols + span[:n]
+            positions[b, start:start + n] = span[:n]
+            where[i] = b * width + start + span[:n_cols].clamp(max=n - 1)
+            start += n
+        positions[b, start:] = span[: width - start]
+    t = span[:n_cols]  # [T]
+    valid = (t >= 1) & (t < torch.tensor(lengths)[:, None])  # [B, T]
+    return source, positions, where, valid
