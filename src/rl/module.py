@@ -26,7 +26,7 @@ from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   pack_lengths: list[int] | None = None) -> torch.Tensor:
+                   pack_lengths: list[int] | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
     """log pi(x_t | x_<t) for every position t >= 1 (0 at t = 0), aligned with ``input_ids`` [B, T].
 
     ``pack_lengths`` (row i is ``input_ids[i, :pack_lengths[i]]``, right padding): the rows are first packed end
@@ -35,17 +35,41 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     packed sequence (block-diagonal causal), so a row sees exactly its own prefix, as in the padded layout, for
     the cost of its own tokens instead of B x T. The result is gathered back to [B, T] (0 on padding); no
     attention pair is added, so no row costs more. The layout is built on the CPU from the given lengths (no
-    device sync) and moved once."""
+    device sync) and moved once.
+
+    ``keep`` [B, T] (bool): only these tokens' log-probs are wanted (the trained response tokens; 0 elsewhere).
+    The output layer (``get_output_embeddings``) and the log-softmax then see only the hidden states that predict
+    them: on a 49k vocabulary the head is a fifth of a small model's forward FLOPs and its [tokens, V] logits its
+    largest activation, and the prompt's share of both is never trained. A forward pre-hook narrows the head's
+    input, so the model's own forward (FSDP's unsharding, any logit scaling after the head, which is
+    elementwise) runs unchanged."""
     bins = pack_rows(pack_lengths, max(pack_lengths)) if pack_lengths else []
-    if len(bins) in (0, len(pack_lengths or [])):  # not asked, or nothing shares a row: padding costs the same
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
-        return torch.nn.functional.pad(shifted_token_logprobs(logits, input_ids), (1, 0))  # [B, T]
-    source, positions, where, valid = packed_layout(pack_lengths, bins, input_ids.shape[1])
+    packed = len(bins) not in (0, len(pack_lengths or []))  # else not asked, or nothing shares a row
     device = input_ids.device
-    packed_ids = input_ids.flatten()[source.to(device)]  # [P, W]
-    logits = model(input_ids=packed_ids, position_ids=positions.to(device), use_cache=False).logits  # [P, W, V]
-    packed = torch.nn.functional.pad(shifted_token_logprobs(logits, packed_ids), (1, 0))  # [P, W]
-    return packed.flatten()[where.to(device)] * valid.to(device)
+    if packed:
+        source, positions, where, valid = packed_layout(pack_lengths, bins, input_ids.shape[1])  # on the CPU
+        model_ids = input_ids.flatten()[source.to(device)]  # [P, W]
+        inputs = {"input_ids": model_ids, "position_ids": positions.to(device), "use_cache": False}
+    else:
+        model_ids = input_ids  # [B, T]
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    head = model.get_output_embeddings() if keep is not None else None
+    if head is None:
+        logits = model(**inputs).logits  # [P, W, V] or [B, T, V]
+        logp = torch.nn.functional.pad(shifted_token_logprobs(logits, model_ids), (1, 0))
+        return logp.flatten()[where.to(device)] * valid.to(device) if packed else logp
+    keep = keep.cpu().bool() & (torch.arange(input_ids.shape[1]) >= 1)  # [B, T]; indices on the CPU (no device sync)
+    if packed:
+        keep = keep & valid
+    at = (where[keep] if packed else keep.flatten().nonzero().flatten()).to(device)  # [K] kept tokens in the input
+    hook = head.register_forward_pre_hook(lambda _, args: (args[0].flatten(0, -2)[at - 1], *args[1:]))
+    try:
+        logits = model(**inputs).logits  # [K, V]: from the hidden state just before each kept token
+    finally:
+        hook.remove()
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, model_ids.flatten()[at].unsqueeze(-1)).squeeze(-1)
+    rows = keep.flatten().nonzero().flatten().to(device)  # [K] kept tokens in the [B, T] output
+    return logp.new_zeros(keep.numel()).index_put((rows,), logp).view(keep.shape)
 
 
 def check_device(batch: RolloutBatch, device: torch.device) -> None:
@@ -184,9 +208,9 @@ class KimiRLModule(L.LightningModule):
                 self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device))  # FSDP all-gathers
                 continue
             mb = train.select(chunks[i])
-            lengths = self._pack_lengths(mb)
+            lengths, keep = self._pack_lengths(mb), mb.loss_mask  # read on the CPU, before the batch moves
             mb = mb.to(self.device)
-            logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths).float()  # [B, T]
+            logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths, keep).float()  # [B, T]
             ref[chunks[i], : logp.shape[1]] = (logp * mb.loss_mask).cpu()
         if train is None or not len(train):
             return train
@@ -224,10 +248,10 @@ class KimiRLModule(L.LightningModule):
         return (mb.prompt_lengths + mb.response_lengths).tolist() if self.algo.pack_sequences else None
 
     def _step(self, mb: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
-        lengths = self._pack_lengths(mb)
+        lengths, keep = self._pack_lengths(mb), mb.loss_mask  # read on the CPU, before the batch moves
         mb = mb.to(self.device)  # rollouts are built on the CPU; the policy may live on a GPU
         check_device(mb, self.device)
-        token_logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths)  # [B, T]
+        token_logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths, keep)  # [B, T]
         mask = mb.loss_mask.float()  # [B, T]
         with torch.no_grad():  # before this iteration's first step the policy is the one logp_old came from
             ref_err = ((token_logp.detach() - mb.logp_old).abs() * mask).max() if mask.numel() else token_logp.new_zeros(())

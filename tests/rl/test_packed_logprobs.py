@@ -72,3 +72,35 @@ def test_packing_without_a_block_mask_would_differ():
     joined = torch.cat([ids[0, :6], ids[1, :4]])[None]
     after = token_logprobs(model, joined, torch.ones_like(joined))[0, 7:]  # row 1 behind row 0, one mask
     assert not torch.allclose(alone[1:], after, atol=1e-3)
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_head_on_kept_tokens_only_gives_their_logprobs_and_gradients(pack):
+    """``keep`` (the trained tokens): the LM head sees only the hidden states predicting them, and their
+    log-probs and gradients equal the full forward's; every other position is 0."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
+                      max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(build_model_config(cfg, 50, 1, 2, 0), dtype=torch.float32)
+    lengths = [12, 3, 7, 1, 9, 2, 12, 5]
+    ids, mask = padded_batch(lengths, 50, pad=0)
+    prompt = torch.tensor([4, 1, 3, 1, 5, 1, 6, 2])[:, None]  # each row's prompt length: the rest is trained
+    keep = mask.bool() & (torch.arange(ids.shape[1]) >= prompt)  # [B, T]
+    weights = torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) * keep
+    seen = []  # the head's input rows per forward
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, o: seen.append(a[0].shape[:-1].numel()))
+    out = {}
+    for narrow in (False, True):
+        model.zero_grad()
+        logp = token_logprobs(model, ids, mask, lengths if pack else None, keep if narrow else None)  # [B, T]
+        assert logp.shape == ids.shape
+        (logp * weights).sum().backward()
+        out[narrow] = (logp.detach(), [p.grad.clone() for p in model.parameters()])
+    hook.remove()
+    assert seen[1] == int(keep.sum()) < sum(lengths) <= seen[0]  # the head ran on the kept tokens only
+    assert torch.allclose(out[True][0][keep], out[False][0][keep], atol=1e-5)
+    assert (out[True][0][keep] < 0).all() and (out[True][0][~keep] == 0).all()
+    for narrow_grad, full_grad in zip(out[True][1], out[False][1]):
+        assert torch.allclose(narrow_grad, full_grad, atol=1e-5, rtol=1e-4)
