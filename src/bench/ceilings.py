@@ -8,7 +8,10 @@
   engine alone generating the same batch with ``n = k`` (the rollout ceiling), in tokens/s;
 - one short real RL run: each stage's share of the iteration (rollout, scoring, reference log-probs, update,
   weight sync, the rest inside the iteration) and Lightning's time between iterations; the same run again with
-  right-padded rows instead of packed ones (``algo.pack_sequences``) for the update's ratio.
+  right-padded rows instead of packed ones (``algo.pack_sequences``) for the update's ratio;
+- the same for a real model beside it (``bench.real_model``, SmolLM2-135M-Instruct when ``kimi-rl import-smollm2``
+  has written it; its RL run is its preset's, ``bench.real_model_preset``), the two in columns: each stage's
+  tokens/s and its ratio to that model's own ceiling.
 
 Figures only: nothing passes or fails on a time. Settings are ``bench.*`` keys; the JSON goes to
 ``bench.out`` (default ``runs/bench/ceilings.json``).
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -132,14 +136,9 @@ def iteration_shares(overrides: list[str], iterations: int) -> dict:
 
 
 def run(cfg) -> dict:
-    """All the ceiling measurements with the ``bench.*`` settings of ``cfg``; prints a table and writes JSON."""
+    """All the ceiling measurements with the ``bench.*`` settings of ``cfg``: the default model, then the real one
+    (``bench.real_model``, when its folder is there) on the same machine; prints the tables and writes JSON."""
     import torch
-
-    from kimi_rl.config import DataConfig, ModelConfig, RolloutConfig
-    from kimi_rl.data.prompts import encode_prompts
-    from kimi_rl.models.modeling import build_tiny_model, eos_ids, load_tokenizer
-    from kimi_rl.rollout import open_engine
-    from kimi_rl.tasks.arithmetic import make_problems
 
     args = cfg.bench
     threads = args.threads or (os.cpu_count() or 1)
@@ -153,39 +152,101 @@ def run(cfg) -> dict:
     dtype = cfg.model.dtype  # model.dtype: auto is resolved by now (bf16 only where it is fast)
     result["dtype"] = dtype
     with tempfile.TemporaryDirectory(prefix="kimi_rl_bench_") as tmp:
+        from kimi_rl.models.modeling import build_tiny_model
+
         folder = warm or build_tiny_model(cfg.model, Path(tmp) / "m", cfg.run.seed)
         result["model"] = str(warm) if warm else "tiny base model built from model.* (random weights)"
-        for name, rows in (("rl_minibatch", args.train_rows), ("sft_step", max(1, 9216 // args.train_seq_len))):
-            r = train_step_gflops(folder, rows, args.train_seq_len, args.train_steps, dtype)
-            r["dtype"] = dtype
-            r["share_of_fp32_peak"] = r["gflops"] / peaks["float32"]
-            r["share_of_peak"] = r["gflops"] / peaks.get(dtype, peaks["float32"])
-            result[f"train_{name}"] = r
-        tok = load_tokenizer(folder)
-        train, _ = make_problems([1, 2, 3, 4], args.ceiling_prompts, 1, seed=args.seed)
-        prompts = encode_prompts(train[::4][: args.ceiling_prompts], tok, DataConfig())
-        max_len = max(len(p) for p in prompts) + args.ceiling_max_response_tokens + 8
-        with open_engine(RolloutConfig(engine="vllm", kv_cache_gib=cfg.rollout.kv_cache_gib), folder,
-                         ModelConfig(path=str(folder), dtype=dtype), args.seed, max_len) as engine:
-            result["rollout"] = rollout_ceiling(engine, prompts, args.ceiling_samples, args.ceiling_max_response_tokens,
-                                                eos_ids(tok))
-        rl = [f"model.path={folder}", f"model.dtype={dtype}", f"rollout.prompts_per_iteration={args.ceiling_prompts}",
-              f"rollout.samples_per_prompt={args.ceiling_samples}",
-              f"rollout.max_response_tokens={args.ceiling_max_response_tokens}", f"trainer.threads={threads}",
-              "algo.skip_uninformative_groups=false"]  # every sample trains, also from a model that scores 0
-        result["iteration"] = iteration_shares(rl + ["algo.pack_sequences=true"], args.ceiling_rl_iterations)
+        result.update(model_ceilings(cfg, folder, dtype, peaks, threads, args.ceiling_prompts, args.ceiling_samples,
+                                     args.ceiling_max_response_tokens, args.ceiling_rl_iterations, args.train_steps))
+        rl = iteration_overrides(folder, dtype, threads, args.ceiling_prompts, args.ceiling_samples,
+                                 args.ceiling_max_response_tokens)
         padded = iteration_shares(rl + ["algo.pack_sequences=false"], args.ceiling_rl_iterations)
         result["update_layouts"] = {  # the same run with right-padded rows: what packing saves
             "packed_s": result["iteration"]["stages_s"]["update"] + result["iteration"]["stages_s"]["reference logp"],
             "padded_s": padded["stages_s"]["update"] + padded["stages_s"]["reference logp"],
             "packed_train_tokens_per_s": result["iteration"]["train_tokens_per_s"],
             "padded_train_tokens_per_s": padded["train_tokens_per_s"]}
+    result["real_model"] = real_model_ceilings(cfg, dtype, peaks, threads)
     print(format_ceilings(result), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"JSON: {out}")
     return result
+
+
+def iteration_overrides(folder: Path, dtype: str, threads: int, prompts: int, samples: int, max_tokens: int) -> list[str]:
+    return [f"model.path={folder}", f"model.dtype={dtype}", f"rollout.prompts_per_iteration={prompts}",
+            f"rollout.samples_per_prompt={samples}", f"rollout.max_response_tokens={max_tokens}",
+            f"trainer.threads={threads}", "algo.skip_uninformative_groups=false",  # every sample trains, also at 0%
+            "algo.pack_sequences=true"]
+
+
+def model_ceilings(cfg, folder: Path, dtype: str, peaks: dict, threads: int, prompts_n: int, samples: int,
+                   max_tokens: int, iterations: int, train_steps: int, preset: Optional[str] = None,
+                   sft_step: bool = True) -> dict:
+    """One model's stages against their ceilings: the bare training step(s), the engine alone against the
+    rollout buffer's path on the same batch (the preset's prompts when given, else the built-in task's), and a
+    short real RL run (``experiment=preset`` when given), with
+    the RL run's rollout and training tokens/s as ratios of the engine alone and of the bare training step."""
+    from kimi_rl.config import DataConfig, ModelConfig, RolloutConfig
+    from kimi_rl.data.prompts import encode_prompts
+    from kimi_rl.models.modeling import eos_ids, load_tokenizer
+    from kimi_rl.rollout import open_engine
+    from kimi_rl.tasks.arithmetic import make_problems
+
+    args = cfg.bench
+    result: dict = {}
+    shapes = [("rl_minibatch", args.train_rows)] + ([("sft_step", max(1, 9216 // args.train_seq_len))] if sft_step else [])
+    for name, rows in shapes:
+        r = train_step_gflops(folder, rows, args.train_seq_len, train_steps, dtype)
+        r["dtype"] = dtype
+        r["share_of_fp32_peak"] = r["gflops"] / peaks["float32"]
+        r["share_of_peak"] = r["gflops"] / peaks.get(dtype, peaks["float32"])
+        result[f"train_{name}"] = r
+    tok = load_tokenizer(folder)
+    if preset:  # the preset's own prompts, so that the engine alone and the RL run generate alike
+        from kimi_rl.config.loader import load_config
+        from kimi_rl.tasks import load_task
+
+        data = load_config([f"experiment={preset}", f"model.path={folder}"]).data
+        train = load_task(data, args.seed).train
+        picked = random.Random(args.seed).sample(train, min(prompts_n, len(train)))  # across the preset's tasks
+        prompts = encode_prompts(picked, tok, data)
+    else:
+        train, _ = make_problems([1, 2, 3, 4], prompts_n, 1, seed=args.seed)
+        prompts = encode_prompts(train[::4][:prompts_n], tok, DataConfig())
+    max_len = max(len(p) for p in prompts) + max_tokens + 8
+    with open_engine(RolloutConfig(engine="vllm", kv_cache_gib=cfg.rollout.kv_cache_gib), folder,
+                     ModelConfig(path=str(folder), dtype=dtype), args.seed, max_len) as engine:
+        result["rollout"] = rollout_ceiling(engine, prompts, samples, max_tokens, eos_ids(tok))
+    rl = ([f"experiment={preset}"] if preset else []) + iteration_overrides(folder, dtype, threads, prompts_n,
+                                                                             samples, max_tokens)
+    it = result["iteration"] = iteration_shares(rl, iterations)
+    result["ratios"] = {  # the RL run against each stage's own ceiling on the same model
+        "rollout_in_rl_over_engine_alone": it["rollout_tokens_per_s"] / max(result["rollout"]["alone_tokens_per_s"], 1e-9),
+        "training_in_rl_over_bare_step": it["train_tokens_per_s"] / max(result["train_rl_minibatch"]["tokens_per_s"], 1e-9),
+        "train_step_share_of_peak": result["train_rl_minibatch"]["share_of_peak"]}
+    return result
+
+
+def real_model_ceilings(cfg, dtype: str, peaks: dict, threads: int) -> dict:
+    """``bench.real_model`` (SmolLM2-135M-Instruct by default) measured like the default model, with its preset's
+    RL run (``bench.real_model_preset``) at the ``bench.real_model_*`` batch; skipped, with the reason, when the
+    folder is not there."""
+    args = cfg.bench
+    if not args.real_model:
+        return {"skipped": "bench.real_model is null"}
+    folder = Path(args.real_model)
+    if not (folder / "config.json").is_file():
+        return {"skipped": f"bench.real_model {folder}: no model folder there (kimi-rl import-smollm2 writes it)"}
+    print(f"real model {folder}: {args.real_model_prompts} prompts x {args.real_model_samples}, "
+          f"{args.real_model_rl_iterations} RL iterations of experiment={args.real_model_preset}", flush=True)
+    r = model_ceilings(cfg, folder, dtype, peaks, threads, args.real_model_prompts, args.real_model_samples,
+                       args.real_model_max_response_tokens, args.real_model_rl_iterations, args.real_model_train_steps,
+                       preset=args.real_model_preset, sft_step=False)
+    r["model"] = str(folder)
+    return r
 
 
 def warm_up_folder(cfg) -> Optional[Path]:
@@ -217,9 +278,34 @@ def format_ceilings(r: dict) -> str:
     for k, v in it["stages_s"].items():
         lines.append(f"  {k:<30}{v:>8.3f} s {100 * it['shares'][k]:>6.1f}%")
     lay = r.get("update_layouts")
+    real = r.get("real_model") or {}
+    if "skipped" in real:
+        lines.append(f"real model: skipped ({real['skipped']})")
+    elif real:
+        lines.append(side_by_side(r, real))
     if lay:
         lines.append(f"update + reference logp per iteration: packed rows {lay['packed_s']:.2f} s "
                      f"({lay['packed_train_tokens_per_s']:.0f} tokens/s), right-padded rows {lay['padded_s']:.2f} s "
                      f"({lay['padded_train_tokens_per_s']:.0f} tokens/s): packed takes "
                      f"{lay['packed_s'] / max(lay['padded_s'], 1e-9):.2f}x the padded time")
     return "\n".join(lines)
+
+
+def side_by_side(default: dict, real: dict) -> str:
+    """The default and the real model in columns: each stage's tokens/s and its ratio to its own ceiling."""
+    def col(m: dict) -> list[str]:
+        t, ro, it, ra = m["train_rl_minibatch"], m["rollout"], m["iteration"], m["ratios"]
+        return [f"{ro['alone_tokens_per_s']:.0f}", f"{it['rollout_tokens_per_s']:.0f}",
+                f"{ra['rollout_in_rl_over_engine_alone']:.2f}x", f"{t['tokens_per_s']:.0f}",
+                f"{100 * ra['train_step_share_of_peak']:.1f}%", f"{it['train_tokens_per_s']:.0f}",
+                f"{ra['training_in_rl_over_bare_step']:.2f}x", f"{it['iteration_s']:.1f}",
+                f"{100 * it['shares'].get('rollout', 0):.0f}% / {100 * it['shares'].get('update', 0):.0f}%"
+                f" / {100 * it['shares'].get('reference logp', 0):.0f}%"]
+    names = ["engine alone, tokens/s", "rollout in RL, tokens/s", "  rollout in RL / engine alone",
+             "bare training step, tokens/s", "  its share of the matmul peak", "training in RL, tokens/s",
+             "  training in RL / bare step", "RL iteration, s", "  rollout / update / reference shares"]
+    ro, rr = default["rollout"], real["rollout"]
+    head = (f"side by side ({ro['prompts']} x {ro['k']} | {rr['prompts']} x {rr['k']} per iteration)",
+            "default model", Path(real["model"]).name)
+    rows = [head] + list(zip(names, col(default), col(real)))
+    return "\n".join(f"  {a:<44}{b:>16}{c:>16}" for a, b, c in rows)

@@ -139,6 +139,12 @@ class Long2ShortConfig:
     """Short models to build: merge | merge_srs | dpo | rl."""
     merge_weight: float = 0.5
     """Model merging: weight of the long-CoT model (the paper averages: 0.5)."""
+    short_model: str = "warm_up"
+    """Model merging's short-CoT partner: ``warm_up`` (the run's SFT warm-up, itself trained on long traces; the
+    long model is its RL fine-tune) | ``short_sft`` (the paper's short-CoT model: the warm-up's recipe on traces
+    without re-checks or corrections, ``data.max_rechecks=0 data.correction_prob=0``, from the same base, cached
+    like the warm-up). Measured on the tiny model: averaging the long model with ``short_sft`` gives 0% held-out
+    (two separate fine-tunes of a random base do not average), with ``warm_up`` it keeps most of the accuracy."""
     problems: int = 32
     """Training problems sampled for shortest rejection sampling and DPO."""
     samples_per_problem: int = 8
@@ -170,6 +176,8 @@ class Long2ShortConfig:
 
     def __post_init__(self) -> None:
         _finite(self, "long2short")
+        _check(self.short_model in ("short_sft", "warm_up"), "long2short.short_model",
+               f"must be short_sft or warm_up, got {self.short_model!r}")
         bad = [m for m in self.methods if m not in LONG2SHORT_METHODS]
         if bad or not self.methods:
             raise ConfigError(f"long2short.methods: {bad or '[]'} is not a list of {', '.join(LONG2SHORT_METHODS)}")
@@ -232,6 +240,17 @@ class BenchConfig:
     train_seq_len: int = 192
     train_steps: int = 5
     """Ceilings: timed training steps (the fastest counts)."""
+    real_model: Optional[str] = "runs/models/smollm2"
+    """Ceilings: a real model measured beside the default one (skipped when the folder is not there; null: off)."""
+    real_model_preset: Optional[str] = "smollm2_gym"
+    """Ceilings: the real model's RL run is ``experiment=<this>`` at the batch below (null: the default pipeline)."""
+    real_model_prompts: int = 8
+    real_model_samples: int = 8
+    real_model_max_response_tokens: int = 160
+    real_model_rl_iterations: int = 3
+    """Ceilings: iterations of the real model's short RL run (the first is not counted)."""
+    real_model_train_steps: int = 2
+    """Ceilings: the real model's timed training steps (the fastest counts)."""
     out: str = "runs/bench/ceilings.json"
     """Ceilings: JSON output."""
 
@@ -243,7 +262,9 @@ class BenchConfig:
         _at_least(self, "bench", 0, "threads", "seed", "sandbox_workers")
         _at_least(self, "bench", 1, "ceiling_prompts", "ceiling_samples", "ceiling_max_response_tokens", "train_rows",
                   "train_seq_len", "train_steps")
-        _at_least(self, "bench", 2, "ceiling_rl_iterations")
+        _at_least(self, "bench", 2, "ceiling_rl_iterations", "real_model_rl_iterations")
+        _at_least(self, "bench", 1, "real_model_prompts", "real_model_samples", "real_model_max_response_tokens",
+                  "real_model_train_steps")
         _check(self.segment_tokens <= self.max_response_tokens, "bench.segment_tokens",
                f"{self.segment_tokens} is more than bench.max_response_tokens={self.max_response_tokens}")
 

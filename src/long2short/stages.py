@@ -1,6 +1,7 @@
 """The long2short stage (k1.5 section 2.4): four short models from a run's long-CoT model, all evaluated.
 
-Departs from the paper: the "short" model of merging is the run's SFT warm-up model; the samples of the
+Departs from the paper: the "short" model of merging is the run's SFT warm-up by default
+(``long2short.short_model``; ``short_sft`` is the paper's short-CoT model, measured to merge badly here); the samples of the
 long-CoT model are drawn once and feed both shortest rejection sampling and DPO; (b) fine-tunes the
 merged model on the shortest correct responses (merge + shortest rejection sampling).
 """
@@ -128,7 +129,7 @@ def _require_data(count: int, what: str, opts: Long2ShortConfig) -> None:
 
 
 def build_merge(run: Long2ShortRun) -> Path:
-    """(a) ``merge_weight * long + (1 - merge_weight) * SFT warm-up``."""
+    """(a) ``merge_weight * long + (1 - merge_weight) * short`` (the short-CoT model, ``input_models``)."""
     out, key = run.method_paths("merge").final_model, run.key("merge", run.opts.merge_weight)
     if not _cached(out, key):
         merge_models(run.long_dir, run.short_dir, out, run.opts.merge_weight)
@@ -204,20 +205,46 @@ BUILDERS = {"merge": build_merge, "merge_srs": build_merge_srs, "dpo": build_dpo
 # ---------------------------------------------------------------- the stage
 
 
-def input_models(cfg: Config) -> tuple[Path, Path]:
-    """The run's long-CoT model (``runs/<name>/final_model``) and its cached SFT warm-up model (the
-    short one; the base model when ``sft.enabled`` is false). Raises ConfigError when one is missing."""
+def input_models(cfg: Config, opts: Optional[Long2ShortConfig] = None) -> tuple[Path, Path]:
+    """The run's long-CoT model (``runs/<name>/final_model``) and the short one: the run's cached SFT warm-up
+    model, or with ``long2short.short_model: short_sft`` the warm-up's recipe on short traces
+    (``short_cot_model``); the base model when ``sft.enabled`` is false. Raises ConfigError when the long
+    model or the warm-up is missing."""
     paths = RunPaths(cfg.run.dir, cfg.run.name)
     if not is_done(paths.final_model):
         raise ConfigError(f"run.name={cfg.run.name}: no finished long-CoT model at {paths.final_model}; "
                           f"run `kimi-rl train` (make train) with the same overrides first")
     if not cfg.sft.enabled:
         return paths.final_model, base_model(cfg, paths)
+    if (opts or cfg.long2short).short_model == "short_sft":
+        return paths.final_model, short_cot_model(cfg)
     warmup = cached_warm_up(cfg)
     if warmup is None:
         raise ConfigError(f"sft: no cached SFT warm-up model for this config in {paths.cache}; run `kimi-rl train` "
                           f"with the same data/model/sft overrides first")
     return paths.final_model, warmup
+
+
+def short_cot_model(cfg: Config) -> Path:
+    """The merge's short-CoT partner (paper 2.4: a long-CoT and a short-CoT model are averaged): the SFT warm-up
+    run on traces with no redundant re-checks and no error-then-correction steps (``data.max_rechecks=0``,
+    ``data.correction_prob=0``), from the same base model as the long one, so the two share an initialisation;
+    cached under the run's ``cache/`` like the warm-up (the same settings reuse it). Only the built-in task
+    generates traces; another ``data.source`` keeps the run's warm-up, said in the log."""
+    from kimi_rl.pipeline import base_model as build_base, run_sft
+
+    if cfg.data.source != "arithmetic":
+        log(f"long2short: data.source={cfg.data.source} has no short traces to generate; the merge's short model "
+            f"is the run's SFT warm-up")
+        warmup = cached_warm_up(cfg)
+        if warmup is None:
+            raise ConfigError(f"sft: no cached SFT warm-up model for this config in "
+                              f"{RunPaths(cfg.run.dir, cfg.run.name).cache}; run `kimi-rl train` first")
+        return warmup
+    short = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_rechecks=0, correction_prob=0.0))
+    paths = RunPaths(cfg.run.dir, cfg.run.name)
+    log("long2short: the short-CoT model for merging: the SFT warm-up on traces without re-checks or corrections")
+    return run_sft(short, paths, load_task(short.data, cfg.run.seed), build_base(short, paths))
 
 
 def run_long2short(cfg: Config, opts: Long2ShortConfig, long_dir: Optional[Path] = None,
@@ -232,11 +259,11 @@ def run_long2short(cfg: Config, opts: Long2ShortConfig, long_dir: Optional[Path]
     if cfg.trainer.devices * cfg.trainer.num_nodes > 1:
         raise ConfigError("trainer.devices: long2short runs in one process; use trainer.devices=1")
     if long_dir is None or short_dir is None:
-        long_dir, short_dir = input_models(cfg)
+        long_dir, short_dir = input_models(cfg, opts)
     run = Long2ShortRun(cfg, opts, load_task(cfg.data, cfg.run.seed), long_dir, short_dir)
     save_config(cfg, run.root / "config.yaml")
     (run.root / "long2short.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(opts)))
-    log(f"long2short: long model {long_dir}, short (SFT warm-up) model {short_dir} -> {run.root}")
+    log(f"long2short: long model {long_dir}, short model {short_dir} -> {run.root}")
     models, details = {"long": long_dir}, {}
     for method in opts.methods:
         t0 = time.perf_counter()

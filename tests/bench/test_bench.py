@@ -29,7 +29,7 @@ def test_a_small_bench_prints_both_tables(capsys, tmp_path):
                    "bench.train_rows=2", "bench.train_seq_len=32", "bench.train_steps=1", "bench.target_tokens=300", "bench.max_response_tokens=32", "bench.segment_tokens=8",
                    "bench.prompts_per_iteration=4", "bench.samples_per_prompt=2",
                    "bench.num_layers=1", "bench.threads=1", "bench.sandbox_runs=2", "bench.sandbox_workers=1",
-                   "bench.sandbox_backends=[]"])
+                   "bench.sandbox_backends=[]", f"bench.real_model={tmp_path / 'absent'}"])
     out = capsys.readouterr().out
     assert "ratio full/partial mean iteration time" in out and "partial (8)" in out
     assert "Sandboxed executions of a trivial Python program (2 runs, 1 workers" in out
@@ -48,6 +48,27 @@ def test_a_small_bench_prints_both_tables(capsys, tmp_path):
     assert it["stages_s"]["update"] > 0 and it["stages_s"]["rollout"] > 0
     assert ceilings["dtype"] == "float32" and ceilings["train_rl_minibatch"]["dtype"] == "float32"
     assert ceilings["update_layouts"]["packed_s"] > 0 and ceilings["update_layouts"]["padded_s"] > 0
+    assert ceilings["real_model"]["skipped"].endswith("no model folder there (kimi-rl import-smollm2 writes it)")
+    assert "real model: skipped (bench.real_model " in out
+    assert ceilings["ratios"]["rollout_in_rl_over_engine_alone"] > 0
+
+
+def test_side_by_side_puts_each_model_in_a_column():
+    from kimi_rl.bench.ceilings import side_by_side
+
+    def model(alone, in_rl, step, share, train, iteration):
+        return {"train_rl_minibatch": {"tokens_per_s": step}, "rollout": {"alone_tokens_per_s": alone, "prompts": 8, "k": 4},
+                "iteration": {"rollout_tokens_per_s": in_rl, "train_tokens_per_s": train, "iteration_s": iteration,
+                              "shares": {"rollout": 0.5, "update": 0.25, "reference logp": 0.0}},
+                "ratios": {"rollout_in_rl_over_engine_alone": in_rl / alone, "training_in_rl_over_bare_step": train / step,
+                           "train_step_share_of_peak": share}, "model": "/x/smollm2"}
+    lines = side_by_side(model(5000, 4500, 6000, 0.3, 5400, 20.0), model(140, 133, 90, 0.45, 63, 80.0)).splitlines()
+    assert lines[0].split()[-2:] == ["model", "smollm2"] and "8 x 4 | 8 x 4" in lines[0]
+    row = dict((line[:46].strip(), line[46:].split()) for line in lines[1:])
+    assert row["rollout in RL / engine alone"] == ["0.90x", "0.95x"]
+    assert row["training in RL / bare step"] == ["0.90x", "0.70x"]
+    assert row["its share of the matmul peak"] == ["30.0%", "45.0%"]
+    assert row["rollout / update / reference shares"] == ["50%", "/", "25%", "/", "0%"] * 2
 
 
 def test_flops_per_token_from_the_shapes():

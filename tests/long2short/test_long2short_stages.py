@@ -216,3 +216,28 @@ def test_a_response_cut_at_the_budget_is_wrong(tiny_model_dir, tmp_path):
     assert sum(s.correct for ss in cut for s in ss) < sum(s.correct for ss in roomy for s in ss)
     assert sum(not s.correct for ss in cut for s in ss) >= 6
     assert all(s.num_tokens <= 2 for ss in cut for s in ss)
+
+
+def test_the_merge_partner_is_a_warm_up_on_short_traces(tiny_model_dir, tmp_path):
+    """``long2short.short_model: short_sft`` (the paper merges a long-CoT and a short-CoT model): the warm-up's
+    recipe on traces with no re-checks or corrections, from the same base, cached apart from the run's own
+    long-trace warm-up and reused; ``warm_up`` (the default) asks for that one."""
+    from kimi_rl.long2short.stages import input_models
+    from kimi_rl.pipeline import cached_warm_up
+
+    cfg = hf_config(tiny_model_dir, tmp_path, data={"levels": [1], "train_per_level": 20, "heldout_per_level": 2},
+                    sft={"max_steps": 2, "tokens_per_step": 1024, "warmup_steps": 1, "log_every": 1})
+    final = tmp_path / "run" / "final_model"
+    shutil.copytree(tiny_model_dir, final)
+    mark_done(final)
+    long_dir, short_dir = input_models(cfg, Long2ShortConfig(short_model="short_sft"))
+    assert long_dir == final and (short_dir / "config.json").is_file()
+    short_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_rechecks=0, correction_prob=0.0))
+    assert cached_warm_up(short_cfg) == short_dir and cached_warm_up(cfg) is None  # not the long-trace warm-up
+    stamp = (short_dir / "model.safetensors").stat().st_mtime_ns
+    assert input_models(cfg, Long2ShortConfig(short_model="short_sft")) == (long_dir, short_dir)
+    assert (short_dir / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not trained again
+    with pytest.raises(ConfigError, match="no cached SFT warm-up model"):
+        input_models(cfg, Long2ShortConfig())
+    with pytest.raises(ConfigError, match="long2short.short_model: must be short_sft or warm_up"):
+        Long2ShortConfig(short_model="base")
