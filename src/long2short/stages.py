@@ -217,7 +217,10 @@ def input_models(cfg: Config, opts: Optional[Long2ShortConfig] = None) -> tuple[
     if not cfg.sft.enabled:
         return paths.final_model, base_model(cfg, paths)
     if (opts or cfg.long2short).short_model == "short_sft":
-        return paths.final_model, short_cot_model(cfg)
+        if cfg.data.source == "arithmetic":
+            return paths.final_model, short_cot_model(cfg)
+        log(f"long2short: data.source={cfg.data.source} has no short traces to generate; the merge's short model "
+            f"is the run's SFT warm-up")
     warmup = cached_warm_up(cfg)
     if warmup is None:
         raise ConfigError(f"sft: no cached SFT warm-up model for this config in {paths.cache}; run `kimi-rl train` "
@@ -230,17 +233,9 @@ def short_cot_model(cfg: Config) -> Path:
     run on traces with no redundant re-checks and no error-then-correction steps (``data.max_rechecks=0``,
     ``data.correction_prob=0``), from the same base model as the long one, so the two share an initialisation;
     cached under the run's ``cache/`` like the warm-up (the same settings reuse it). Only the built-in task
-    generates traces; another ``data.source`` keeps the run's warm-up, said in the log."""
+    generates traces (``input_models`` keeps the warm-up for other sources)."""
     from kimi_rl.pipeline import base_model as build_base, run_sft
 
-    if cfg.data.source != "arithmetic":
-        log(f"long2short: data.source={cfg.data.source} has no short traces to generate; the merge's short model "
-            f"is the run's SFT warm-up")
-        warmup = cached_warm_up(cfg)
-        if warmup is None:
-            raise ConfigError(f"sft: no cached SFT warm-up model for this config in "
-                              f"{RunPaths(cfg.run.dir, cfg.run.name).cache}; run `kimi-rl train` first")
-        return warmup
     short = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_rechecks=0, correction_prob=0.0))
     paths = RunPaths(cfg.run.dir, cfg.run.name)
     log("long2short: the short-CoT model for merging: the SFT warm-up on traces without re-checks or corrections")

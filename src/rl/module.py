@@ -61,15 +61,15 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     keep = keep.cpu().bool() & (torch.arange(input_ids.shape[1]) >= 1)  # [B, T]; indices on the CPU (no device sync)
     if packed:
         keep = keep & valid
-    at = (where[keep] if packed else keep.flatten().nonzero().flatten()).to(device)  # [K] kept tokens in the input
+    rows = keep.flatten().nonzero().flatten()  # [K] kept tokens in the [B, T] output
+    at = (where.flatten()[rows] if packed else rows).to(device)  # [K] the same tokens in the model's input
     hook = head.register_forward_pre_hook(lambda _, args: (args[0].flatten(0, -2)[at - 1], *args[1:]))
     try:
         logits = model(**inputs).logits  # [K, V]: from the hidden state just before each kept token
     finally:
         hook.remove()
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, model_ids.flatten()[at].unsqueeze(-1)).squeeze(-1)
-    rows = keep.flatten().nonzero().flatten().to(device)  # [K] kept tokens in the [B, T] output
-    return logp.new_zeros(keep.numel()).index_put((rows,), logp).view(keep.shape)
+    return logp.new_zeros(keep.numel()).index_put((rows.to(device),), logp).view(keep.shape)
 
 
 def check_device(batch: RolloutBatch, device: torch.device) -> None:
