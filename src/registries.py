@@ -33,6 +33,6 @@ ENGINES.register_lazy("hf", "kimi_rl.rollout.engines.hf:HFEngine")
 
 SOURCES: Registry = Registry("data source")
 """``data.source`` -> a ``kimi_rl.tasks.Source`` (its loader and default verifier)."""
-for _name, _attr in (("arithmetic", "ARITHMETIC"), ("reasoning_gym", "REASONING_GYM"), ("file", "FILE"),
+for _name, _attr in (("arithmetic", "ARITHMETIC"), ("vision_arithmetic", "VISION_ARITHMETIC"), ("reasoning_gym", "REASONING_GYM"), ("file", "FILE"),
                      ("math500", "MMATH"), ("aime2024", "MMATH"), ("aime2025", "MMATH"), ("humaneval", "HUMANEVAL")):
     SOURCES.register_lazy(_name, f"kimi_rl.tasks:{_attr}")

@@ -41,7 +41,8 @@ class ModelConfig:
     path: Optional[str] = None
     """Local Hugging Face model folder. Null: build the tiny model below from scratch."""
     arch: str = "qwen2"
-    """Architecture of the built-from-scratch model: qwen2 | llama."""
+    """Architecture of the built-from-scratch model: qwen2 | llama | idefics3 (a vision-language model: the
+    vision_* keys' image encoder and a Llama decoder of the sizes below; ``src/models/vision.py``)."""
     hidden_size: int = 128
     """Width of the built model."""
     num_layers: int = 4
@@ -54,6 +55,18 @@ class ModelConfig:
     """MLP width of the built model."""
     max_position_embeddings: int = 1024
     """Longest prompt + response the built model handles, in tokens."""
+    vision_hidden_size: int = 64
+    """arch=idefics3: width of the built image encoder (its MLP is 4x)."""
+    vision_layers: int = 2
+    """arch=idefics3: encoder layers."""
+    vision_heads: int = 4
+    """arch=idefics3: encoder attention heads."""
+    image_size: int = 64
+    """arch=idefics3: images are resized to image_size x image_size pixels (longest edge, padded)."""
+    patch_size: int = 8
+    """arch=idefics3: pixels per patch side; (image_size / patch_size)^2 / scale_factor^2 tokens per image."""
+    scale_factor: int = 2
+    """arch=idefics3: the connector's pixel shuffle merges scale_factor x scale_factor patches into one token."""
     dtype: str = "float32"
     """Weights dtype for training and the engine: float32 | bfloat16 | float16 | auto (bfloat16 on a CUDA GPU or
     a CPU with bf16 instructions, avx512_bf16 or amx_bf16; else float32, since bf16 matmul on an AVX2-only CPU
@@ -61,7 +74,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _finite(self, "model")
-        _one_of(self.arch, "model.arch", ("qwen2", "llama"))
+        _one_of(self.arch, "model.arch", ("qwen2", "llama", "idefics3"))
         _one_of(self.dtype, "model.dtype", ("float32", "bfloat16", "float16", "auto"))
         if self.dtype == "auto":
             from kimi_rl.hardware import auto_dtype
@@ -69,6 +82,13 @@ class ModelConfig:
             self.dtype = auto_dtype()
         _at_least(self, "model", 1, "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
         _at_least(self, "model", 2, "max_position_embeddings")
+        _at_least(self, "model", 1, "vision_hidden_size", "vision_layers", "vision_heads", "image_size", "patch_size",
+                  "scale_factor")
+        _check(self.vision_hidden_size % self.vision_heads == 0, "model.vision_hidden_size",
+               f"{self.vision_hidden_size} is not divisible by model.vision_heads={self.vision_heads}")
+        _check(self.image_size % (self.patch_size * self.scale_factor) == 0, "model.image_size",
+               f"{self.image_size} is not a multiple of model.patch_size x model.scale_factor = "
+               f"{self.patch_size * self.scale_factor}")
         _check(self.hidden_size % self.num_heads == 0, "model.hidden_size",
                f"{self.hidden_size} is not divisible by model.num_heads={self.num_heads}")
         _check((self.hidden_size // self.num_heads) % 2 == 0, "model.hidden_size",

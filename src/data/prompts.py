@@ -16,6 +16,9 @@ def build_prompt(question: str, template: str, tokenizer, use_chat_template: boo
     tokenizer's chat template (generation prompt added) when it has one and ``use_chat_template``.
 
     Literal braces in ``template`` must be doubled: ``"{question} Answer in \\\\boxed{{}}."``.
+
+    A vision-language model's tokenizer (``load_tokenizer`` sets its ``image_layout``) gets each ``<image>``
+    placeholder expanded to the image's token block, as the model's forward takes it.
     """
     try:
         text = template.format(question=question)
@@ -29,8 +32,11 @@ def build_prompt(question: str, template: str, tokenizer, use_chat_template: boo
         rendered = tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
         )
-        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(text)["input_ids"])
+        ids = list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    else:
+        ids = list(tokenizer(text)["input_ids"])
+    layout = getattr(tokenizer, "image_layout", None)
+    return layout.expand(ids) if layout is not None else ids
 
 
 def encode_prompts(problems: Sequence["Problem"], tokenizer, data: "DataConfig") -> list[list[int]]:

@@ -42,6 +42,11 @@ def build_tiny_model(cfg: ModelConfig, folder: Path, seed: int = 0) -> Path:
     """Write a freshly initialised model + the character tokenizer to ``folder``."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
+    if cfg.arch == "idefics3":
+        from kimi_rl.models.vision import build_tiny_vl_model
+
+        return build_tiny_vl_model(cfg, folder, seed)
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tok = save_char_tokenizer(folder)
@@ -129,13 +134,17 @@ def _fmt(shape: tuple[int, ...]) -> str:
 def check_weight_shapes(folder: Path, key: str = "model.path") -> None:
     """config.json and the weights agree: every tensor both name has one shape, the layer count matches, and an
     untied model has its lm_head. Reads file headers and builds the model on the meta device (no memory)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText,
+                              AutoModelForSequenceClassification)
 
     try:
         config = AutoConfig.from_pretrained(str(folder))
         classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        vision = getattr(config, "vision_config", None) is not None
+        auto = AutoModelForSequenceClassification if classifier else (
+            AutoModelForImageTextToText if vision else AutoModelForCausalLM)
         with torch.device("meta"):  # a classic reward model is a sequence classifier
-            model = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM).from_config(config)
+            model = auto.from_config(config)
     except Exception as e:  # an unknown model_type, a bad value in config.json
         detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:400]
         raise ConfigError(f"{key}: '{folder}/config.json' does not describe a causal LM transformers can build "
@@ -150,8 +159,8 @@ def check_weight_shapes(folder: Path, key: str = "model.path") -> None:
         if shape != want and not packed:
             raise ConfigError(f"{key}: '{folder}': tensor '{name}' in {file} has shape {_fmt(shape)} but config.json "
                               f"implies {_fmt(want)}: the config does not belong to these weights")
-    layers = _layer_count(found)
-    n_config = getattr(config, "num_hidden_layers", None)
+    layers = _layer_count({k: v for k, v in found.items() if "vision" not in k})
+    n_config = getattr(getattr(config, "text_config", None) or config, "num_hidden_layers", None)
     # multi-token-prediction heads are stored as extra layers (DeepSeek-V3, GLM-4.5)
     extra = getattr(config, "num_nextn_predict_layers", 0) or getattr(config, "mtp_num_hidden_layers", 0) or 0
     if layers and isinstance(n_config, int) and not n_config <= layers <= n_config + extra:
@@ -173,20 +182,29 @@ def _layer_count(shapes: dict) -> int:
 
 
 def load_tokenizer(path: str | Path):
-    """The folder's tokenizer; the built-in character tokenizer is loaded as saved (see tokenizer.py)."""
+    """The folder's tokenizer; the built-in character tokenizer is loaded as saved (see tokenizer.py). A
+    vision-language folder's tokenizer carries its ``image_layout`` (``models/vision.py``)."""
     from transformers import AutoTokenizer
+
+    from kimi_rl.models.vision import image_layout, is_vision_folder
 
     tok = load_char_tokenizer(path) if is_char_tokenizer_folder(path) else AutoTokenizer.from_pretrained(str(path))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    if is_vision_folder(path):  # prompts expand their <image> placeholders (data/prompts.py)
+        tok.image_layout = image_layout(path, tok)
     return tok
 
 
 def load_model(path: str | Path, dtype: str = "float32"):
-    """A causal LM from a local folder, in training mode's dtype."""
-    from transformers import AutoModelForCausalLM
+    """A causal LM (or a vision-language model: ``vision.is_vision_folder``) from a local folder, in training
+    mode's dtype."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype])
+    from kimi_rl.models.vision import is_vision_folder
+
+    auto = AutoModelForImageTextToText if is_vision_folder(path) else AutoModelForCausalLM
+    return auto.from_pretrained(str(path), dtype=DTYPES[dtype])
 
 
 def shifted_token_logprobs(logits, input_ids):

@@ -11,6 +11,7 @@ from typing import Sequence
 from kimi_rl.rewards.length import len_reward
 from kimi_rl.rollout.types import Generation, Group
 from kimi_rl.tasks.base import Problem
+from kimi_rl.tasks.vision import image_kwargs
 
 
 @dataclass
@@ -99,7 +100,7 @@ def sample_and_score(engine, tokenizer, problems: Sequence[Problem], prompts: li
     The one sample -> decode -> verify path of held-out evaluation, ``kimi-rl eval``, ``difficulty``, ``curate``
     and long2short's rejection sampling; RL rollouts go through the partial-rollout buffer, then ``score_groups``.
     """
-    gens = engine.generate(prompts, max_tokens, samples, temperature, top_p)
+    gens = engine.generate(prompts, max_tokens, samples, temperature, top_p, **image_kwargs(problems))
     texts = [[decode(tokenizer, g.token_ids) for g in gs] for gs in gens]
     flat = verifier([t for ts in texts for t in ts], [p for p, ts in zip(problems, texts) for _ in ts])
     out, pos = [], 0

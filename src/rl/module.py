@@ -26,7 +26,8 @@ from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   pack_lengths: list[int] | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+                   pack_lengths: list[int] | None = None, keep: torch.Tensor | None = None,
+                   images: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """log pi(x_t | x_<t) for every position t >= 1 (0 at t = 0), aligned with ``input_ids`` [B, T].
 
     ``pack_lengths`` (row i is ``input_ids[i, :pack_lengths[i]]``, right padding): the rows are first packed end
@@ -42,7 +43,12 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     them: on a 49k vocabulary the head is a fifth of a small model's forward FLOPs and its [tokens, V] logits its
     largest activation, and the prompt's share of both is never trained. A forward pre-hook narrows the head's
     input, so the model's own forward (FSDP's unsharding, any logit scaling after the head, which is
-    elementwise) runs unchanged."""
+    elementwise) runs unchanged.
+
+    ``images`` (a vision-language policy): ``pixel_values`` [B, I, 3, H, W] and ``pixel_attention_mask``
+    [B, I, H, W], row i's images in the order of its ``<image>`` blocks (all-zero images pad a row with fewer;
+    the model drops them). The model fills the image blocks of the flattened batch in order, so the images go in
+    the order their rows take in the packed (or padded) layout."""
     bins = pack_rows(pack_lengths, max(pack_lengths)) if pack_lengths else []
     packed = len(bins) not in (0, len(pack_lengths or []))  # else not asked, or nothing shares a row
     device = input_ids.device
@@ -53,6 +59,10 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     else:
         model_ids = input_ids  # [B, T]
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if images is not None:
+        order = torch.tensor([i for rows in bins for i in rows] if packed else range(input_ids.shape[0]))
+        for name, value in images.items():  # [B, I, ...] -> [1, B * I, ...] in layout order
+            inputs[name] = value[order.to(value.device)].flatten(0, 1).unsqueeze(0)
     head = model.get_output_embeddings() if keep is not None else None
     if head is None:
         logits = model(**inputs).logits  # [P, W, V] or [B, T, V]
@@ -210,7 +220,8 @@ class KimiRLModule(L.LightningModule):
             mb = train.select(chunks[i])
             lengths, keep = self._pack_lengths(mb), mb.loss_mask  # read on the CPU, before the batch moves
             mb = mb.to(self.device)
-            logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths, keep).float()  # [B, T]
+            logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths, keep,
+                                  mb.images()).float()  # [B, T]
             ref[chunks[i], : logp.shape[1]] = (logp * mb.loss_mask).cpu()
         if train is None or not len(train):
             return train
@@ -251,7 +262,7 @@ class KimiRLModule(L.LightningModule):
         lengths, keep = self._pack_lengths(mb), mb.loss_mask  # read on the CPU, before the batch moves
         mb = mb.to(self.device)  # rollouts are built on the CPU; the policy may live on a GPU
         check_device(mb, self.device)
-        token_logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths, keep)  # [B, T]
+        token_logp = token_logprobs(self.model, mb.input_ids, mb.attention_mask, lengths, keep, mb.images())  # [B, T]
         mask = mb.loss_mask.float()  # [B, T]
         with torch.no_grad():  # before this iteration's first step the policy is the one logp_old came from
             ref_err = ((token_logp.detach() - mb.logp_old).abs() * mask).max() if mask.numel() else token_logp.new_zeros(())

@@ -13,6 +13,7 @@ from typing import Any, Collection, Optional
 from kimi_rl.rollout.repetition import RepeatDetector
 from kimi_rl.rollout.types import FINISH_REASONS, Engine, Generation, Group, Trajectory
 from kimi_rl.tasks.base import Problem
+from kimi_rl.tasks.vision import image_kwargs
 
 _STATE_FORMAT = 1
 
@@ -177,8 +178,9 @@ class RolloutBuffer:
         reqs = self.requests(segment_tokens, max_response_tokens)
         if not reqs:
             return ApplyResult(new_tokens=0, finished={reason: 0 for reason in FINISH_REASONS})
+        problems = [self._groups[r.trajectory.group_id].problem for r in reqs]
         outputs = engine.generate([r.prompt_ids for r in reqs], [r.max_new_tokens for r in reqs], n=1,
-                                  temperature=temperature, top_p=top_p)
+                                  temperature=temperature, top_p=top_p, **image_kwargs(problems))
         return self.apply(reqs, [samples[0] for samples in outputs], iteration, eos_ids, repeat)
 
     def pop_finished_groups(self) -> list[Group]:

@@ -31,6 +31,14 @@ class RolloutBatch:
     trajectories: list[Trajectory]
     iteration: int
     """The iteration that packed this batch (for staleness statistics)."""
+    pixel_values: Tensor | None = None  # [N, I, 3, H, W] float: row i's images (vision-language policies)
+    pixel_attention_mask: Tensor | None = None  # [N, I, H, W] bool: their valid pixels
+
+    def images(self) -> dict[str, Tensor] | None:
+        """The rows' image inputs for ``token_logprobs``, or None for a text batch."""
+        if self.pixel_values is None:
+            return None
+        return {"pixel_values": self.pixel_values, "pixel_attention_mask": self.pixel_attention_mask}
 
     def __len__(self) -> int:
         return len(self.trajectories)

@@ -27,11 +27,13 @@ class Engine(Protocol):
     """A rollout engine: vLLM or transformers behind the same small interface."""
 
     def generate(
-        self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int, temperature: float, top_p: float
+        self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int, temperature: float, top_p: float,
+        images: list[list] | None = None,
     ) -> list[list[Generation]]:
         """``n`` samples for each prompt (token ids); result[i][j] is sample j of prompt i.
 
-        ``max_new_tokens`` may give one budget per prompt."""
+        ``max_new_tokens`` may give one budget per prompt. ``images[i]`` (a vision-language model): the PIL images
+        of prompt i's expanded ``<image>`` blocks, in order (``kimi_rl.models.vision``)."""
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Replace the engine's weights in place with a HF-named full state dict."""

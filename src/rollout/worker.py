@@ -7,6 +7,8 @@ adapters that hold this worker; none of them holds another.
 """
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from kimi_rl.tasks.base import Problem
 from kimi_rl.eval.evaluate import evaluate
 from kimi_rl.eval.metrics import quantile
 from kimi_rl.models.modeling import eos_ids, load_tokenizer
+from kimi_rl.models.vision import is_vision_folder, load_processor, row_pixels
+from kimi_rl.tasks.vision import problem_images
 from kimi_rl.rollout import build_engine
 
 
@@ -63,6 +67,8 @@ class RolloutWorker:
             if cfg.repeat_ngram > 0 else None
         self.engine: Engine | None = None
         self.tokenizer = None
+        self.processor = None
+        """A vision-language policy's processor: the batch's images become pixel tensors for the trainer."""
         self.eos_ids: list[int] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -72,6 +78,7 @@ class RolloutWorker:
             return
         self.tokenizer = load_tokenizer(self.model_dir)
         self.eos_ids = eos_ids(self.tokenizer, model_config)
+        self.processor = load_processor(self.model_dir) if is_vision_folder(self.model_dir) else None
         self.engine = build_engine(self.cfg, self.model_dir, self.model_cfg, self.seed + rank, self.max_model_len,
                                    device=device)
 
@@ -106,6 +113,9 @@ class RolloutWorker:
         source.update_success([g.problem for g in groups], scores.group_success)
         batch = pack_groups(groups, self.tokenizer.pad_token_id, iteration, cfg.loss_on_old_segments) \
             if groups else None
+        if batch is not None and self.processor is not None:
+            rows = [imgs for g in groups for imgs in [problem_images(g.problem)] * len(g.trajectories)]
+            batch = dataclasses.replace(batch, **row_pixels(rows, self.processor))
         out = Rollouts(batch, groups, problems)
         out.metrics = self._metrics(out, scores, applied.new_tokens, source, t_gen, time.perf_counter() - t0,
                                     iteration)
@@ -162,6 +172,8 @@ class RolloutWorker:
         folder = Path(tempfile.mkdtemp(prefix="kimi_rl_sync_"))
         model.save_pretrained(str(folder), state_dict=state)
         self.tokenizer.save_pretrained(str(folder))
+        if (self.model_dir / "processor_config.json").is_file():  # a vision-language folder's processor
+            shutil.copy(self.model_dir / "processor_config.json", folder / "processor_config.json")
         self.engine.rebuild(folder)
 
     def evaluate(self, problems: Sequence[Problem], prompts: list[list[int]], samples: int, temperature: float,

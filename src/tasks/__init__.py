@@ -134,6 +134,12 @@ def _arithmetic(data: DataConfig, seed: int):
     return make_problems(data.levels, data.train_per_level, data.heldout_per_level, seed)
 
 
+def _vision_arithmetic(data: DataConfig, seed: int):
+    from kimi_rl.tasks import vision  # imports Pillow on use
+
+    return vision.make_problems(data.levels, data.train_per_level, data.heldout_per_level, seed)
+
+
 def _reasoning_gym(data: DataConfig, seed: int):
     # imported on use: it needs the reasoning-gym package and math-verify, which the code sandbox's Python
     # (importing kimi_rl.tasks for Problem) need not have
@@ -164,6 +170,7 @@ def _mmath(data: DataConfig, seed: int):
 
 
 ARITHMETIC = Source(_arithmetic, "arithmetic", split=None)
+VISION_ARITHMETIC = Source(_vision_arithmetic, "arithmetic", split=None)
 REASONING_GYM = Source(_reasoning_gym, "reasoning_gym", split=None)
 FILE = Source(_file, "math")
 MMATH = Source(_mmath, "math", split="all")

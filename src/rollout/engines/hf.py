@@ -11,6 +11,7 @@ import torch
 
 from kimi_rl.config import ModelConfig, RolloutConfig
 from kimi_rl.models.modeling import eos_ids, load_model, load_tokenizer
+from kimi_rl.models.vision import VISION_TOKENS, is_vision_folder, load_processor, pixel_inputs
 from kimi_rl.rollout.requests import call_seed, check_sampling, prompt_budgets
 from kimi_rl.rollout.types import Generation
 
@@ -85,12 +86,20 @@ class HFEngine:
         self.model = load_model(self.model_dir, self.dtype).to(self.device).eval()
         self.pad_id = tokenizer.pad_token_id
         self.eos = set(eos_ids(tokenizer, self.model.generation_config))
+        self.processor, self.banned = None, None
+        if is_vision_folder(self.model_dir):  # see VLLMEngine._vision_setup
+            self.processor = load_processor(self.model_dir)
+            self.banned = tokenizer.convert_tokens_to_ids(VISION_TOKENS)
 
     def generate(
-        self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int, temperature: float, top_p: float
+        self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int, temperature: float, top_p: float,
+        images: list[list] | None = None,
     ) -> list[list[Generation]]:
-        """``n`` samples per prompt; result[i][j] is sample j of prompt i (new tokens only)."""
+        """``n`` samples per prompt; result[i][j] is sample j of prompt i (new tokens only). ``images[i]``: the PIL
+        images of prompt i's ``<image>`` blocks (a vision-language model)."""
         check_sampling(n, temperature, top_p)
+        if images and any(images) and self.processor is None:
+            raise ValueError(f"images given for a prompt, but {self.model_dir} is not a vision-language model")
         budgets = prompt_budgets(max_new_tokens, prompts, self.max_model_len)
         rows = [(i, prompt, budget) for i, (prompt, budget) in enumerate(zip(prompts, budgets)) for _ in range(n)]
         seed = call_seed(self.seed, self.calls)
@@ -101,13 +110,20 @@ class HFEngine:
             torch.manual_seed(seed)
             for start in range(0, len(rows), self.max_batch_rows):
                 chunk = rows[start : start + self.max_batch_rows]
-                for (i, _, _), gen in zip(chunk, self._sample(chunk, temperature, top_p)):
+                for (i, _, _), gen in zip(chunk, self._sample(chunk, temperature, top_p, images)):
                     results[i].append(gen)
         return results
 
     @torch.no_grad()
-    def _sample(self, rows: list[tuple[int, list[int], int]], temperature: float, top_p: float) -> list[Generation]:
+    def _sample(self, rows: list[tuple[int, list[int], int]], temperature: float, top_p: float,
+                images: list[list] | None = None) -> list[Generation]:
         ids, mask = left_pad([prompt for _, prompt, _ in rows], self.pad_id)  # [B, L], [B, L]
+        extra = {}
+        if self.processor is not None:
+            extra["suppress_tokens"] = self.banned
+            if images:
+                pixels = pixel_inputs(self.processor, [im for i, _, _ in rows for im in images[i]])
+                extra.update({k: v.to(self.device) for k, v in pixels.items()})
         greedy = {"do_sample": False}
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
         out = self.model.generate(
@@ -120,6 +136,7 @@ class HFEngine:
             output_logits=True,
             return_dict_in_generate=True,
             **(sampling if temperature > 0 else greedy),
+            **extra,
         )
         tokens = out.sequences[:, ids.shape[1]:].cpu()  # [B, T]
         logprobs = sampled_logprobs(out.logits, tokens)  # [B, T]

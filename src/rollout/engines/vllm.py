@@ -105,6 +105,7 @@ class VLLMEngine:
         self.asleep = False
         self.owns_process_group = not torch.distributed.is_initialized()
         """vLLM creates torch's default process group when none exists; ``close`` then removes it."""
+        self._vision_setup()
         self.llm = self._create_llm()
 
     @classmethod
@@ -118,6 +119,28 @@ class VLLMEngine:
             cfg.gpu_memory_utilization, cfg.sleep_between_rollouts, cfg.sleep_level,
         )
 
+    def _vision_setup(self) -> None:
+        """A vision-language folder: the image layout (prompts arrive expanded, vLLM expands the placeholder
+        itself) and the token ids a response may hold (not the vision tokens: an image slot in a response has no
+        image, and the trainer's forward would fail on it)."""
+        from kimi_rl.models.modeling import load_tokenizer
+        from kimi_rl.models.vision import VISION_TOKENS, is_vision_folder
+
+        self.layout, self.allowed_ids = None, None
+        if is_vision_folder(self.model_dir):
+            tok = load_tokenizer(self.model_dir)
+            self.layout = tok.image_layout
+            banned = set(tok.convert_tokens_to_ids(VISION_TOKENS))
+            self.allowed_ids = [i for i in range(len(tok)) if i not in banned]
+
+    def _request(self, prompt: list[int], images: list | None) -> TokensPrompt:
+        if not images:
+            return TokensPrompt(prompt_token_ids=list(prompt))
+        if self.layout is None:
+            raise ValueError(f"images given for a prompt, but {self.model_dir} is not a vision-language model")
+        ids = self.layout.contract(prompt)
+        return TokensPrompt(prompt_token_ids=ids, multi_modal_data={"image": images[0] if len(images) == 1 else images})
+
     def _create_llm(self) -> "vllm.LLM":
         """``vllm.LLM`` for ``model_dir``; keeps the caller's RNG states and ``torch.set_num_threads``."""
         device_args = (
@@ -126,6 +149,8 @@ class VLLMEngine:
             else {"gpu_memory_utilization": self.gpu_memory_utilization,
                   "enable_sleep_mode": self.enable_sleep_mode}
         )
+        if self.layout is not None:
+            device_args["limit_mm_per_prompt"] = {"image": 1}
         _quiet_known_warnings()
         set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op
         try:
@@ -144,9 +169,11 @@ class VLLMEngine:
         return llm
 
     def generate(
-        self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int, temperature: float, top_p: float
+        self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int, temperature: float, top_p: float,
+        images: list[list] | None = None,
     ) -> list[list[Generation]]:
-        """``n`` samples per prompt; result[i][j] is sample j of prompt i (new tokens only)."""
+        """``n`` samples per prompt; result[i][j] is sample j of prompt i (new tokens only). ``images[i]``: the PIL
+        images of prompt i's ``<image>`` blocks (a vision-language model)."""
         check_sampling(n, temperature, top_p)
         budgets = prompt_budgets(max_new_tokens, prompts, self.max_model_len)
         self.wake_up()
@@ -159,11 +186,11 @@ class VLLMEngine:
         params = [
             vllm.SamplingParams(
                 n=requested, temperature=temperature, top_p=top_p, top_k=0, max_tokens=budget,
-                logprobs=0, detokenize=False,
+                logprobs=0, detokenize=False, allowed_token_ids=self.allowed_ids,
             )
             for budget in budgets
         ]
-        requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
+        requests = [self._request(p, images[i] if images else None) for i, p in enumerate(prompts)]
         with preserved_rng():
             torch.manual_seed(seed)  # vLLM samples from torch's global generators (see class doc)
             outputs = self.llm.generate(requests, params, use_tqdm=False)
@@ -173,8 +200,8 @@ class VLLMEngine:
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Replace the weights in place from a HF-named full state dict (``lm_head.weight`` included).
 
-        Wakes a sleeping engine first. Drops the prefix cache so no KV computed under the old
-        weights is reused.
+        Wakes a sleeping engine first. Drops the prefix cache (and a vision model's encoder cache) so no KV or
+        image feature computed under the old weights is reused.
         """
         if "lm_head.weight" not in state_dict:
             raise KeyError(
@@ -185,6 +212,8 @@ class VLLMEngine:
         self.wake_up()
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
+        if self.layout is not None:  # image features computed by the old vision tower must not be reused
+            self.llm.llm_engine.reset_encoder_cache()
         self.weights_dropped = False
 
     def weights_checksum(self) -> float:

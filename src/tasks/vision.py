@@ -1,0 +1,103 @@
+"""The built-in visual task: read a column addition from an image, then add.
+
+The image shows ``a`` over ``+b``, right-aligned as written by hand, rendered with Pillow in code; the question
+text holds only the ``<image>`` placeholder, so the numbers must be read from the pixels. Difficulty level =
+digits per operand. The long-CoT trace first reads the image (``read a+b``), then works the sum as the
+arithmetic task's traces do (column sums, re-checks, corrections), ending in ``\\boxed{a+b}``.
+
+A problem's images are ``problem_images(problem)``: rendered from ``meta["render"]`` (this task), or read from
+``meta["image"]`` (a path or bytes: problem files with an image column).
+"""
+from __future__ import annotations
+
+import functools
+import io
+import random
+from pathlib import Path
+from typing import Sequence
+
+from kimi_rl.tasks.arithmetic import make_problems as arithmetic_problems
+from kimi_rl.tasks.arithmetic import make_trace as arithmetic_trace
+from kimi_rl.tasks.base import Problem
+
+QUESTION = "<image>sum="
+"""The prompt text of every visual problem: the image placeholder, then the cue to answer."""
+IMAGE_SIZE = 64
+"""Rendered images are IMAGE_SIZE x IMAGE_SIZE pixels (the tiny model's ``model.image_size``)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _font():
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=18)  # Pillow's bundled TrueType font (needs FreeType)
+    except (ImportError, OSError, TypeError):
+        return ImageFont.load_default()
+
+
+def render(a: int, b: int, size: int = IMAGE_SIZE):
+    """``a`` over ``+b``, right-aligned, black on white: a ``size`` x ``size`` RGB PIL image."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    font = _font()
+    right, top = size - 4, size // 8
+    for row, text in enumerate((str(a), f"+{b}")):
+        width = draw.textlength(text, font=font)
+        draw.text((right - width, top + row * (size * 3 // 8)), text, fill="black", font=font)
+    return img
+
+
+class ImageError(ValueError):
+    """A problem's image cannot be read (the message names the problem and the file)."""
+
+
+def problem_images(problem: Problem) -> list:
+    """The PIL images of ``problem``'s ``<image>`` placeholders, in order ([] for a text problem)."""
+    meta = problem.meta
+    if "render" in meta:
+        a, b = meta["render"]
+        return [render(int(a), int(b))]
+    if "image" not in meta:
+        return []
+    from PIL import Image, UnidentifiedImageError
+
+    src = meta["image"]
+    try:
+        img = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else Path(src))
+        return [img.convert("RGB")]
+    except (OSError, UnidentifiedImageError) as e:
+        raise ImageError(f"problem {problem.uid}: cannot read its image ({type(e).__name__}: {e})") from None
+
+
+def image_kwargs(problems: Sequence[Problem]) -> dict:
+    """``{"images": [each problem's images]}`` for ``Engine.generate``, or {} when no problem has one (a text
+    batch: engines that take no images are called as before)."""
+    if not any("render" in p.meta or "image" in p.meta for p in problems):
+        return {}
+    return {"images": [problem_images(p) for p in problems]}
+
+
+def make_problems(levels: list[int], train_per_level: int, heldout_per_level: int,
+                  seed: int) -> tuple[list[Problem], list[Problem]]:
+    """The arithmetic task's disjoint train / held-out pairs, each shown as an image instead of text."""
+    train, heldout = arithmetic_problems(levels, train_per_level, heldout_per_level, seed)
+
+    def visual(p: Problem) -> Problem:
+        a, b = (int(x) for x in p.question.rstrip("=").split("+"))
+        return Problem(uid=f"V{p.uid}", question=QUESTION, answer=p.answer, difficulty=p.difficulty,
+                       meta={"render": (a, b)})
+
+    return [visual(p) for p in train], [visual(p) for p in heldout]
+
+
+def make_trace(problem: Problem, rng: random.Random, max_rechecks: int, correction_prob: float) -> str:
+    """``read a+b``, then the arithmetic trace of ``a+b=``.
+
+    >>> make_trace(Problem("x", QUESTION, "12", 1, {"render": (7, 5)}), random.Random(0), 0, 0.0)
+    'read 7+5\\n7+5=12 c1\\nans 12\\n\\\\boxed{12}'
+    """
+    a, b = problem.meta["render"]
+    return f"read {a}+{b}\n" + arithmetic_trace(f"{a}+{b}=", rng, max_rechecks, correction_prob)

@@ -1,0 +1,116 @@
+"""Vision-language policies: images reach the engine and the trainer identically (log-probs agree, before and
+after an in-place weight sync that changes the vision tower), the image placeholders, the visual task."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from kimi_rl.config import DataConfig, ModelConfig
+from kimi_rl.data.prompts import encode_prompts
+from kimi_rl.models.modeling import build_tiny_model, load_model, load_tokenizer
+from kimi_rl.models.vision import ImageLayout, load_processor, row_pixels
+from kimi_rl.rl.module import token_logprobs
+from kimi_rl.rollout.packing import pack_rows
+from kimi_rl.rollout.weights import full_state_dict_for_engine
+from kimi_rl.tasks.base import Problem
+from kimi_rl.tasks.vision import QUESTION, ImageError, make_problems, make_trace, problem_images, render
+
+
+def test_layout_expands_and_contracts_each_placeholder():
+    lay = ImageLayout(placeholder=9, block=(7, 8, 9, 9, 9, 7))
+    assert lay.expand([1, 9, 2, 9]) == [1, 7, 8, 9, 9, 9, 7, 2, 7, 8, 9, 9, 9, 7]
+    assert lay.contract(lay.expand([1, 9, 2, 9])) == [1, 9, 2, 9]
+    assert lay.contract([1, 7, 8, 9, 2]) == [1, 7, 8, 9, 2]  # a cut block is left alone
+    assert lay.count(lay.expand([9, 3, 9])) == 2
+
+
+def test_visual_problems_hide_the_numbers_in_the_image():
+    train, held = make_problems([1, 2], 50, 10, seed=0)
+    assert {p.question for p in train + held} == {QUESTION}
+    assert not {p.uid for p in train} & {p.uid for p in held}
+    p = held[0]
+    a, b = p.meta["render"]
+    assert int(p.answer) == a + b
+    img = problem_images(p)[0]
+    assert img.size == (64, 64) and img.tobytes() == render(a, b).tobytes()  # deterministic
+    assert render(a, b).tobytes() != render(a, b + 1).tobytes()
+    trace = make_trace(p, random.Random(0), 1, 0.0)
+    assert trace.startswith(f"read {a}+{b}\n") and trace.endswith(f"\\boxed{{{a + b}}}")
+
+
+def test_an_unreadable_image_names_its_problem(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    for src in (str(bad), str(tmp_path / "missing.png"), b"\x00\x01"):
+        with pytest.raises(ImageError, match="problem q7: cannot read its image"):
+            problem_images(Problem("q7", "<image>what?", "1", meta={"image": src}))
+
+
+@pytest.fixture(scope="module")
+def tiny_vl_dir(tmp_path_factory):
+    cfg = ModelConfig(arch="idefics3", hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2,
+                      intermediate_size=128, max_position_embeddings=512)
+    return build_tiny_model(cfg, tmp_path_factory.mktemp("tiny_vl"))
+
+
+def _trainer_logprobs(model, processor, prompts, gens, images, pad_id, packed):
+    """The trainer's log-probs of each generation's tokens, rows = prompt + response as in a RolloutBatch."""
+    rows = [p + g.token_ids for p, gen_list in zip(prompts, gens) for g in gen_list]
+    row_images = [imgs for imgs, gen_list in zip(images, gens) for _ in gen_list]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+    lengths = [len(r) for r in rows]
+    assert not packed or len(pack_rows(lengths, width)) < len(rows)  # the rows do share packed rows
+    with torch.no_grad():
+        logp = token_logprobs(model, ids, mask, lengths if packed else None, None, row_pixels(row_images, processor))
+    out, i = [], 0
+    for p, gen_list in zip(prompts, gens):
+        for g in gen_list:
+            out.append(logp[i, len(p):len(p) + len(g.token_ids)])
+            i += 1
+    return out
+
+
+@pytest.mark.parametrize("engine_name", ["vllm", "hf"])
+def test_engine_and_trainer_see_the_same_images(tiny_vl_dir, engine_name):
+    """Engine log-probs = trainer log-probs (padded and packed rows) for prompts with different images; then a
+    weight sync that changes only the vision tower moves both alike."""
+    if engine_name == "vllm":
+        from kimi_rl.rollout.engines.vllm import VLLMEngine as Engine
+    else:
+        from kimi_rl.rollout.engines.hf import HFEngine as Engine
+    tok, processor = load_tokenizer(tiny_vl_dir), load_processor(tiny_vl_dir)
+    _, problems = make_problems([1, 2, 3], 10, 5, seed=0)
+    problems = problems[::3][:4]
+    prompts = encode_prompts(problems, tok, DataConfig())
+    assert all(tok.image_layout.count(p) == 1 for p in prompts)
+    images = [problem_images(p) for p in problems]
+    model = load_model(tiny_vl_dir).eval()
+    engine = Engine(tiny_vl_dir, seed=0, max_model_len=512)
+    try:
+        for step in range(2):
+            gens = engine.generate(prompts, [3, 40, 3, 40], n=2, temperature=1.0, top_p=1.0, images=images)
+            vision = set(tok.convert_tokens_to_ids(["<image>", "<fake_token_around_image>", "<global-img>"]))
+            assert all(not vision & set(g.token_ids) for gs in gens for g in gs)  # never an image slot in a response
+            engine_lp = [torch.tensor(g.logprobs) for gs in gens for g in gs]
+            for packed in (False, True):
+                trainer_lp = _trainer_logprobs(model, processor, prompts, gens, images, tok.pad_token_id, packed)
+                err = max(float((a - b).abs().max()) for a, b in zip(engine_lp, trainer_lp))
+                assert err < 2e-3, (step, packed, err)
+            # swapped images change what the trainer computes: the images are not ignored
+            swapped = _trainer_logprobs(model, processor, prompts, gens, images[1:] + images[:1], tok.pad_token_id,
+                                        False)
+            assert max(float((a - b).abs().max()) for a, b in zip(engine_lp, swapped)) > 1e-2
+            if step == 0:  # sync weights whose vision tower (only) moved
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        if "vision_model" in name or "connector" in name:
+                            p.add_(torch.randn_like(p) * 0.5)
+                engine.load_weights(full_state_dict_for_engine(model))
+    finally:
+        engine.close()
