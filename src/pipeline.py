@@ -13,6 +13,7 @@ from pathlib import Path
 from kimi_rl.config import Config, ConfigError
 from kimi_rl.config.loader import save_config
 from kimi_rl.eval.evaluate import cap_per_level
+from kimi_rl.models.vision import is_vision_folder, load_processor
 from kimi_rl.models.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer, model_context
 from kimi_rl.rollout.weights import save_policy  # noqa: F401  (kimi_rl.pipeline.save_policy, as before)
 from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, log, mark_done, set_log_file
@@ -43,9 +44,13 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
     set_log_file(paths.log)
     if cfg.model.path:
         check_model_folder(cfg.model.path)
-    if cfg.sft.enabled and cfg.data.source != "arithmetic":
-        raise ConfigError(f"sft.enabled: the long-CoT warm-up writes traces for the built-in arithmetic task only; "
-                          f"set sft.enabled=false for data.source={cfg.data.source}")
+    if cfg.sft.enabled and cfg.data.source not in ("arithmetic", "vision_arithmetic"):
+        raise ConfigError(f"sft.enabled: the long-CoT warm-up writes traces for the built-in tasks only (arithmetic, "
+                          f"vision_arithmetic); set sft.enabled=false for data.source={cfg.data.source}")
+    visual_model = cfg.model.arch == "idefics3" if not cfg.model.path else is_vision_folder(cfg.model.path)
+    if cfg.data.source == "vision_arithmetic" and not visual_model:
+        raise ConfigError("data.source=vision_arithmetic: the questions are images; pick a vision-language model "
+                          "(model=tiny_vl, or model.path=<a vision-language folder>)")
     if cfg.rl.enabled:
         resume_path(cfg, paths)  # a bad checkpoint fails now, not after the warm-up (run_rl resolves it again)
     task = load_task(cfg.data, cfg.run.seed, prompt_limit(cfg))
@@ -178,7 +183,8 @@ def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
     tok = load_tokenizer(base)
     model = load_model(base, cfg.model.dtype)
     module = SFTModule(model, cfg.sft)
-    dm = SFTDataModule(task.train, tok, cfg.data, cfg.sft, cfg.run.seed)
+    dm = SFTDataModule(task.train, tok, cfg.data, cfg.sft, cfg.run.seed,
+                       load_processor(base) if is_vision_folder(base) else None)
 
     progress = ProgressLog("SFT step", cfg.sft.max_steps, {"loss": "sft/loss"}, every=cfg.sft.log_every)
     trainer = build_trainer(cfg.trainer, paths.root, "sft", cfg.sft.max_steps, [SaveHFModel(model_dir, tok), progress],

@@ -15,10 +15,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from kimi_rl.config import DataConfig, SFTConfig
+from kimi_rl.tasks import vision
 from kimi_rl.tasks.arithmetic import make_trace
 from kimi_rl.tasks.base import Problem
 from kimi_rl.distributed import data_parallel_mesh, shard_model
 from kimi_rl.models.modeling import shifted_token_logprobs
+from kimi_rl.models.vision import row_pixels
 
 
 def bucket_batches(lengths: Sequence[int], tokens_per_step: int, rng: random.Random, pool: int = 2048) -> list[list[int]]:
@@ -62,42 +64,56 @@ class TraceStream(IterableDataset):
     fresh traces (new re-checks and corrections) for every training problem."""
 
     def __init__(self, problems: list[Problem], tokenizer, data: DataConfig, sft: SFTConfig,
-                 seed: int, rank: int = 0, world_size: int = 1) -> None:
+                 seed: int, rank: int = 0, world_size: int = 1, processor=None) -> None:
         self.problems, self.tok, self.data, self.sft = problems, tokenizer, data, sft
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.processor = processor
+        """A vision-language model's processor: each batch gets its problems' images as pixel tensors."""
 
-    def _examples(self, rng: random.Random) -> list[tuple[list[int], list[int]]]:
-        questions, traces = [], []
+    def _examples(self, rng: random.Random) -> tuple[list[tuple[list[int], list[int]]], list[Problem]]:
+        """(prompt ids, trace ids + eos) pairs and the problem of each."""
+        visual = self.data.source == "vision_arithmetic"
+        questions, traces, owners = [], [], []
         for p in self.problems:
             for _ in range(self.sft.traces_per_problem):
                 questions.append(p.question)
-                traces.append(make_trace(p.question, rng, self.data.max_rechecks, self.data.correction_prob))
+                owners.append(p)
+                traces.append(vision.make_trace(p, rng, self.data.max_rechecks, self.data.correction_prob) if visual
+                              else make_trace(p.question, rng, self.data.max_rechecks, self.data.correction_prob))
         prompts = self.tok(questions)["input_ids"]
+        layout = getattr(self.tok, "image_layout", None)
+        if layout is not None:
+            prompts = [layout.expand(p) for p in prompts]
         responses = self.tok(traces, add_special_tokens=False)["input_ids"]
         eos = self.tok.eos_token_id
-        return [(p, r + [eos]) for p, r in zip(prompts, responses)]
+        return [(p, r + [eos]) for p, r in zip(prompts, responses)], owners
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         epoch = 0
         while True:
             rng = random.Random(f"sft-{self.seed}-{epoch}")
-            examples = self._examples(rng)
+            examples, owners = self._examples(rng)
             batches = bucket_batches([len(p) + len(r) for p, r in examples], self.sft.tokens_per_step, rng)
             for b, idx in enumerate(batches):
                 if b % self.world_size == self.rank:
-                    yield collate([examples[i] for i in idx], self.tok.pad_token_id)
+                    batch = collate([examples[i] for i in idx], self.tok.pad_token_id)
+                    if self.processor is not None:
+                        batch.update(row_pixels([vision.problem_images(owners[i]) for i in idx], self.processor))
+                    yield batch
             epoch += 1
 
 
 class SFTDataModule(L.LightningDataModule):
-    def __init__(self, problems: list[Problem], tokenizer, data: DataConfig, sft: SFTConfig, seed: int) -> None:
+    def __init__(self, problems: list[Problem], tokenizer, data: DataConfig, sft: SFTConfig, seed: int,
+                 processor=None) -> None:
         super().__init__()
         self.problems, self.tok, self.data_cfg, self.sft, self.seed = problems, tokenizer, data, sft, seed
+        self.processor = processor
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
         world = self.trainer.world_size if self.trainer else 1
-        stream = TraceStream(self.problems, self.tok, self.data_cfg, self.sft, self.seed, rank, world)
+        stream = TraceStream(self.problems, self.tok, self.data_cfg, self.sft, self.seed, rank, world, self.processor)
         return DataLoader(stream, batch_size=None, num_workers=0)
 
 
@@ -132,7 +148,8 @@ class SFTModule(L.LightningModule):
             self._sharded = True
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        images = {k: batch[k] for k in ("pixel_values", "pixel_attention_mask") if k in batch}  # [B, I, ...]
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **images)
         loss = response_nll(out.logits, batch["input_ids"], batch["loss_mask"])
         tokens = int(batch["attention_mask"].sum())
         now = time.perf_counter()

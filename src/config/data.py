@@ -19,8 +19,9 @@ class CurriculumStage:
 @dataclass
 class DataConfig:
     source: str = "arithmetic"
-    """Problem source: ``arithmetic`` (built-in generator), ``file`` (``path``), ``reasoning_gym`` (``rg_*``),
-    or a packaged set (math500 | aime2024 | aime2025 | humaneval)."""
+    """Problem source: ``arithmetic`` (built-in generator), ``vision_arithmetic`` (the same sums shown as images; a
+    vision-language model, ``model=tiny_vl``), ``file`` (``path``), ``reasoning_gym`` (``rg_*``), or a packaged set
+    (math500 | aime2024 | aime2025 | humaneval)."""
     path: Optional[str] = None
     """JSONL / JSON / Parquet problem file when ``source: file``."""
     verifier: Optional[str] = None

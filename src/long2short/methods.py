@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kimi_rl.tasks.base import Problem
-from kimi_rl.models.modeling import load_tokenizer, shifted_token_logprobs
+from kimi_rl.models.modeling import load_tokenizer, shifted_token_logprobs, save_tokenizer
 
 MERGE_CONFIG_KEYS = ("architectures", "model_type", "tie_word_embeddings")
 
@@ -90,7 +90,7 @@ def merge_models(long_dir: str | Path, short_dir: str | Path, out_dir: str | Pat
     long_model.load_state_dict(merged, strict=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     long_model.save_pretrained(str(out_dir))
-    load_tokenizer(long_dir).save_pretrained(str(out_dir))
+    save_tokenizer(load_tokenizer(long_dir), out_dir)
     return out_dir
 
 

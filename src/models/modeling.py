@@ -193,7 +193,17 @@ def load_tokenizer(path: str | Path):
         tok.pad_token = tok.eos_token
     if is_vision_folder(path):  # prompts expand their <image> placeholders (data/prompts.py)
         tok.image_layout = image_layout(path, tok)
+        tok.processor_config = json.loads((Path(path) / "processor_config.json").read_text())
     return tok
+
+
+def save_tokenizer(tokenizer, folder: str | Path) -> None:
+    """``tokenizer.save_pretrained(folder)``, plus a vision-language model's processor config (the image processor
+    and the image block's length), so the folder is again a complete model folder."""
+    tokenizer.save_pretrained(str(folder))
+    processor = getattr(tokenizer, "processor_config", None)
+    if processor is not None:
+        (Path(folder) / "processor_config.json").write_text(json.dumps(processor, indent=2))
 
 
 def load_model(path: str | Path, dtype: str = "float32"):

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kimi_rl.models.modeling import save_tokenizer
+
 WRAPPER_PARTS = ("_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 """Name parts added by torch.compile, FSDP1 and activation checkpointing, anywhere in a name."""
 LEADING_PARTS = ("module.",)
@@ -72,7 +74,7 @@ def save_policy(model, tokenizer, folder: Path, is_rank_zero: bool) -> None:
     if is_rank_zero:
         folder.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(folder), state_dict=state)
-        tokenizer.save_pretrained(str(folder))
+        save_tokenizer(tokenizer, folder)
 
 
 def full_state_dict_for_engine(

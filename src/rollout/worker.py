@@ -8,7 +8,6 @@ adapters that hold this worker; none of them holds another.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from kimi_rl.rollout.types import Engine, Group
 from kimi_rl.tasks.base import Problem
 from kimi_rl.eval.evaluate import evaluate
 from kimi_rl.eval.metrics import quantile
-from kimi_rl.models.modeling import eos_ids, load_tokenizer
+from kimi_rl.models.modeling import eos_ids, load_tokenizer, save_tokenizer
 from kimi_rl.models.vision import is_vision_folder, load_processor, row_pixels
 from kimi_rl.tasks.vision import problem_images
 from kimi_rl.rollout import build_engine
@@ -171,9 +170,7 @@ class RolloutWorker:
 
         folder = Path(tempfile.mkdtemp(prefix="kimi_rl_sync_"))
         model.save_pretrained(str(folder), state_dict=state)
-        self.tokenizer.save_pretrained(str(folder))
-        if (self.model_dir / "processor_config.json").is_file():  # a vision-language folder's processor
-            shutil.copy(self.model_dir / "processor_config.json", folder / "processor_config.json")
+        save_tokenizer(self.tokenizer, folder)
         self.engine.rebuild(folder)
 
     def evaluate(self, problems: Sequence[Problem], prompts: list[list[int]], samples: int, temperature: float,

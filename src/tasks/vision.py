@@ -26,27 +26,34 @@ IMAGE_SIZE = 64
 """Rendered images are IMAGE_SIZE x IMAGE_SIZE pixels (the tiny model's ``model.image_size``)."""
 
 
+CELL = 16
+"""Each character sits centred in its own CELL x CELL square of a 4 x 4 grid: one square per image token of the
+tiny model (8 px patches merged 2 x 2), so reading the image is recognising one glyph per token."""
+
+
 @functools.lru_cache(maxsize=1)
 def _font():
     from PIL import ImageFont
 
     try:
-        return ImageFont.load_default(size=18)  # Pillow's bundled TrueType font (needs FreeType)
+        return ImageFont.load_default(size=15)  # Pillow's bundled TrueType font (needs FreeType)
     except (ImportError, OSError, TypeError):
         return ImageFont.load_default()
 
 
 def render(a: int, b: int, size: int = IMAGE_SIZE):
-    """``a`` over ``+b``, right-aligned, black on white: a ``size`` x ``size`` RGB PIL image."""
+    """``a`` over ``+b`` as a written column addition, black on white, one character per CELL-pixel square of the
+    grid, right-aligned: a ``size`` x ``size`` RGB PIL image (operands of up to 3 digits)."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(img)
     font = _font()
-    right, top = size - 4, size // 8
+    cols = size // CELL
     for row, text in enumerate((str(a), f"+{b}")):
-        width = draw.textlength(text, font=font)
-        draw.text((right - width, top + row * (size * 3 // 8)), text, fill="black", font=font)
+        for k, ch in enumerate(reversed(text)):
+            x0, y0 = (cols - 1 - k) * CELL, row * CELL
+            draw.text((x0 + CELL / 2, y0 + CELL / 2), ch, fill="black", font=font, anchor="mm")
     return img
 
 

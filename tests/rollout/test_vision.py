@@ -114,3 +114,44 @@ def test_engine_and_trainer_see_the_same_images(tiny_vl_dir, engine_name):
                 engine.load_weights(full_state_dict_for_engine(model))
     finally:
         engine.close()
+
+
+def test_sft_batches_carry_each_rows_image(tiny_vl_dir):
+    from kimi_rl.config import SFTConfig
+    from kimi_rl.sft import TraceStream
+
+    tok, processor = load_tokenizer(tiny_vl_dir), load_processor(tiny_vl_dir)
+    train, _ = make_problems([1, 2], 6, 2, seed=0)
+    data = DataConfig(source="vision_arithmetic", levels=[1, 2])
+    batch = next(iter(TraceStream(train, tok, data, SFTConfig(tokens_per_step=400), 0, processor=processor)))
+    rows = batch["input_ids"].shape[0]
+    assert batch["pixel_values"].shape[:2] == (rows, 1) and batch["pixel_attention_mask"].shape[:2] == (rows, 1)
+    for ids in batch["input_ids"].tolist():
+        assert tok.image_layout.count(ids) == 1
+        assert tok.decode(ids, skip_special_tokens=True).startswith("sum=read ")
+    model = load_model(tiny_vl_dir)
+    images = {k: batch[k] for k in ("pixel_values", "pixel_attention_mask")}
+    loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **images).logits.sum()
+    loss.backward()  # the vision tower trains with the decoder
+    assert model.model.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+
+
+def test_a_saved_policy_is_again_a_vision_folder(tiny_vl_dir, tmp_path):
+    from kimi_rl.models.vision import is_vision_folder
+    from kimi_rl.rollout.weights import save_policy
+
+    tok = load_tokenizer(tiny_vl_dir)
+    save_policy(load_model(tiny_vl_dir), tok, tmp_path / "out", True)
+    assert is_vision_folder(tmp_path / "out")
+    assert load_tokenizer(tmp_path / "out").image_layout == tok.image_layout
+    load_processor(tmp_path / "out")
+
+
+def test_the_visual_task_needs_a_vision_model(tmp_path):
+    from kimi_rl.config import ConfigError
+    from kimi_rl.config.loader import load_config
+    from kimi_rl.pipeline import prepare
+
+    cfg = load_config(["data=vision_arithmetic", f"run.dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="vision_arithmetic: the questions are images; pick a vision-language"):
+        prepare(cfg)
