@@ -13,7 +13,7 @@ from pathlib import Path
 from kimi_rl.config import Config, ConfigError
 from kimi_rl.config.loader import save_config
 from kimi_rl.eval.evaluate import cap_per_level
-from kimi_rl.models.vision import is_vision_folder, load_processor
+from kimi_rl.models.vision import freeze_vision_tower, is_vision_folder, load_processor
 from kimi_rl.models.modeling import build_tiny_model, check_model_folder, load_model, load_tokenizer, model_context
 from kimi_rl.rollout.weights import save_policy  # noqa: F401  (kimi_rl.pipeline.save_policy, as before)
 from kimi_rl.runs import RunPaths, config_hash, is_done, is_rank_zero, log, mark_done, set_log_file
@@ -182,6 +182,8 @@ def run_sft(cfg: Config, paths: RunPaths, task: TaskData, base: Path) -> Path:
     L.seed_everything(cfg.run.seed, verbose=False)
     tok = load_tokenizer(base)
     model = load_model(base, cfg.model.dtype)
+    if cfg.model.freeze_vision:
+        freeze_vision_tower(model)
     module = SFTModule(model, cfg.sft)
     dm = SFTDataModule(task.train, tok, cfg.data, cfg.sft, cfg.run.seed,
                        load_processor(base) if is_vision_folder(base) else None)
@@ -252,7 +254,10 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     if context is not None:
         max_len = min(max_len, context)
 
-    module = KimiRLModule(load_model(init_dir, cfg.model.dtype), cfg.algo)
+    policy = load_model(init_dir, cfg.model.dtype)
+    if cfg.model.freeze_vision:
+        freeze_vision_tower(policy)
+    module = KimiRLModule(policy, cfg.algo)
     worker = RolloutWorker(cfg.rollout, cfg.model, init_dir, verifier, cfg.run.seed, max_len, cfg.algo.repeat_penalty)
     heldout_eval = HeldoutEval(worker, heldout, heldout_prompts, cfg.eval.samples, cfg.eval.temperature, eval_tokens,
                                cfg.rl.eval_every, eval_verifier)

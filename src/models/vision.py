@@ -81,6 +81,17 @@ class ImageLayout:
         return sum(1 for t in ids if t == self.placeholder) // max(1, self.block.count(self.placeholder))
 
 
+def freeze_vision_tower(model) -> int:
+    """Fix the image encoder's weights (``model.freeze_vision``); returns how many tensors were frozen. The
+    connector and the decoder still train; the engine still receives the full state dict at each sync."""
+    frozen = 0
+    for name, p in model.named_parameters():
+        if "vision_model" in name:
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 def load_processor(path: str | Path):
     """The folder's image processor + tokenizer (an ``Idefics3Processor``)."""
     from transformers import AutoProcessor

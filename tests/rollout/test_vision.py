@@ -155,3 +155,14 @@ def test_the_visual_task_needs_a_vision_model(tmp_path):
     cfg = load_config(["data=vision_arithmetic", f"run.dir={tmp_path}"])
     with pytest.raises(ConfigError, match="vision_arithmetic: the questions are images; pick a vision-language"):
         prepare(cfg)
+
+
+def test_freeze_vision_keeps_the_encoder_and_trains_the_rest(tiny_vl_dir):
+    from kimi_rl.models.vision import freeze_vision_tower
+
+    model = load_model(tiny_vl_dir)
+    assert freeze_vision_tower(model) > 0
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any("vision_model" in n for n in trainable)
+    assert any("connector" in n for n in trainable) and "lm_head.weight" in trainable
+    assert any("vision_model" in n for n in full_state_dict_for_engine(model))  # still synced to the engine
