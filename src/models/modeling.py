@@ -186,14 +186,13 @@ def load_tokenizer(path: str | Path):
     vision-language folder's tokenizer carries its ``image_layout`` (``models/vision.py``)."""
     from transformers import AutoTokenizer
 
-    from kimi_rl.models.vision import image_layout, is_vision_folder
+    from kimi_rl.models.vision import attach_vision, is_vision_folder
 
     tok = load_char_tokenizer(path) if is_char_tokenizer_folder(path) else AutoTokenizer.from_pretrained(str(path))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if is_vision_folder(path):  # prompts expand their <image> placeholders (data/prompts.py)
-        tok.image_layout = image_layout(path, tok)
-        tok.processor_config = json.loads((Path(path) / "processor_config.json").read_text())
+        attach_vision(tok, path)
     return tok
 
 

@@ -99,13 +99,18 @@ def load_processor(path: str | Path):
     return AutoProcessor.from_pretrained(str(path))
 
 
-def image_layout(path: str | Path, tokenizer) -> ImageLayout:
-    """The ``ImageLayout`` of a vision folder's processor."""
+def attach_vision(tokenizer, path: str | Path) -> None:
+    """Give a vision folder's tokenizer what the rest of the code reads from it: ``image_layout`` (prompts expand
+    their placeholders, engines contract them), ``processor_config`` (``save_tokenizer`` writes it back) and
+    ``vision_token_ids`` (what a response may never hold: an image slot there has no image, and the trainer's
+    forward would fail on it)."""
     cfg = json.loads((Path(path) / "processor_config.json").read_text())
     seq = cfg.get("image_seq_len")
     if not isinstance(seq, int):
         raise ValueError(f"'{path}/processor_config.json' has no integer image_seq_len")
-    return ImageLayout.of(tokenizer, seq)
+    tokenizer.image_layout = ImageLayout.of(tokenizer, seq)
+    tokenizer.processor_config = cfg
+    tokenizer.vision_token_ids = sorted(set(tokenizer.convert_tokens_to_ids(VISION_TOKENS)))
 
 
 def pixel_inputs(processor, images: Sequence) -> dict[str, torch.Tensor]:

@@ -41,9 +41,11 @@ def _font():
         return ImageFont.load_default()
 
 
+@functools.lru_cache(maxsize=8192)
 def render(a: int, b: int, size: int = IMAGE_SIZE):
     """``a`` over ``+b`` as a written column addition, black on white, one character per CELL-pixel square of the
-    grid, right-aligned: a ``size`` x ``size`` RGB PIL image (operands of up to 3 digits)."""
+    grid, right-aligned: a ``size`` x ``size`` RGB PIL image (operands of up to 3 digits). Cached: every rollout
+    segment and every packed batch asks again for the image of each of a group's samples (never mutated)."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (size, size), "white")

@@ -11,7 +11,7 @@ import torch
 
 from kimi_rl.config import ModelConfig, RolloutConfig
 from kimi_rl.models.modeling import eos_ids, load_model, load_tokenizer
-from kimi_rl.models.vision import VISION_TOKENS, is_vision_folder, load_processor, pixel_inputs
+from kimi_rl.models.vision import is_vision_folder, load_processor, pixel_inputs
 from kimi_rl.rollout.requests import call_seed, check_sampling, prompt_budgets
 from kimi_rl.rollout.types import Generation
 
@@ -89,7 +89,7 @@ class HFEngine:
         self.processor, self.banned = None, None
         if is_vision_folder(self.model_dir):  # see VLLMEngine._vision_setup
             self.processor = load_processor(self.model_dir)
-            self.banned = tokenizer.convert_tokens_to_ids(VISION_TOKENS)
+            self.banned = tokenizer.vision_token_ids
 
     def generate(
         self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int, temperature: float, top_p: float,

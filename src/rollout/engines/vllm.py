@@ -121,17 +121,15 @@ class VLLMEngine:
 
     def _vision_setup(self) -> None:
         """A vision-language folder: the image layout (prompts arrive expanded, vLLM expands the placeholder
-        itself) and the token ids a response may hold (not the vision tokens: an image slot in a response has no
-        image, and the trainer's forward would fail on it)."""
+        itself) and the token ids a response may hold (``vision.attach_vision``)."""
         from kimi_rl.models.modeling import load_tokenizer
-        from kimi_rl.models.vision import VISION_TOKENS, is_vision_folder
+        from kimi_rl.models.vision import is_vision_folder
 
         self.layout, self.allowed_ids = None, None
         if is_vision_folder(self.model_dir):
             tok = load_tokenizer(self.model_dir)
             self.layout = tok.image_layout
-            banned = set(tok.convert_tokens_to_ids(VISION_TOKENS))
-            self.allowed_ids = [i for i in range(len(tok)) if i not in banned]
+            self.allowed_ids = sorted(set(range(len(tok))) - set(tok.vision_token_ids))
 
     def _request(self, prompt: list[int], images: list | None) -> TokensPrompt:
         if not images:
