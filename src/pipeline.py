@@ -54,6 +54,12 @@ def prepare(cfg: Config) -> tuple[RunPaths, TaskData]:
     if cfg.rl.enabled:
         resume_path(cfg, paths)  # a bad checkpoint fails now, not after the warm-up (run_rl resolves it again)
     task = load_task(cfg.data, cfg.run.seed, prompt_limit(cfg))
+    with_images = [p for p in task.train + task.heldout if "images" in p.meta]
+    if with_images and not visual_model:
+        raise ConfigError(f"data.path: {len(with_images)} problems of '{cfg.data.path}' have images "
+                          f"(field '{cfg.data.image_field}', first: {with_images[0].uid}); pick a vision-language "
+                          f"model (model=tiny_vl, or model.path=<a vision-language folder>), or set "
+                          f"data.image_field=null to read the questions as text")
     check_verifier(task.verifier, cfg.data.verifier_options, "rl" if cfg.rl.enabled else "eval")
     if (own := own_heldout_verifier(cfg, task)) is not None:
         check_verifier(*own, key="eval.verifier")
@@ -156,6 +162,10 @@ SFT_DATA_FIELDS = ("source", "path", "question_field", "answer_field", "difficul
 
 def sft_key(cfg: Config, base: Path) -> str:
     data = {k: getattr(cfg.data, k) for k in SFT_DATA_FIELDS}
+    if cfg.data.source == "vision_arithmetic":  # its traces changed once: warm-ups of the old ones are not reused
+        from kimi_rl.tasks.vision import TRACE_FORMAT
+
+        data["trace_format"] = TRACE_FORMAT
     return config_hash(str(base.resolve()), data, cfg.sft, cfg.run.seed, cfg.model)
 
 

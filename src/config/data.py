@@ -37,6 +37,15 @@ class DataConfig:
     """Field holding the reference answer (GSM8K ``#### 42`` or LaTeX / ``\\boxed{}``)."""
     difficulty_field: str = "difficulty"
     """Field holding an integer difficulty level (optional in the file)."""
+    image_field: Optional[str] = "image"
+    """Field holding a row's image (a vision-language model): a path (relative to the file's folder), a
+    ``data:image/png;base64,...`` URI, bytes (Parquet), ``{bytes, path}`` (a Hugging Face datasets Image column), or a
+    list of them; each ``<image>`` in the question marks one, else they go in front. Checked when the file is read:
+    missing, unreadable or wrong-size images are bad rows. null: the file has no images."""
+    image_min_side: int = 8
+    """Smallest width or height (pixels) a row's image may have."""
+    image_max_side: int = 4096
+    """Largest width or height (pixels) a row's image may have (the processor resizes to the model's input)."""
     prompt_template: str = "{question}"
     """Prompt text around the question; the chat template is applied on top when the tokenizer has one."""
     use_chat_template: bool = True
@@ -107,6 +116,11 @@ class DataConfig:
         _at_least(self, "data", 1, "train_per_level", "heldout_per_level")
         _at_least(self, "data", 0, "max_rechecks")
         _check(0 <= self.correction_prob <= 1, "data.correction_prob", f"must be in [0, 1], got {self.correction_prob}")
+        _at_least(self, "data", 1, "image_min_side")
+        _check(self.image_max_side >= self.image_min_side, "data.image_max_side",
+               f"must be >= data.image_min_side={self.image_min_side}, got {self.image_max_side}")
+        _check(self.image_field is None or bool(self.image_field.strip()), "data.image_field",
+               "must name a field of the data rows, or be null (no images)")
         for key in ("question_field", "answer_field"):
             _check(bool(getattr(self, key).strip()), f"data.{key}", "must name a field of the data rows")
         _check_template(self.prompt_template)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
+from kimi_rl.data.images import PLACEHOLDER, row_images
 from kimi_rl.data.problem import UNLABELLED, Problem
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -176,8 +177,18 @@ def _text(row: dict, name: str, numbers_ok: bool) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class ImageColumn:
+    """How a file's rows carry images (``kimi_rl.data.images``)."""
+
+    field: str = "image"
+    """The column: a path (relative to the file's folder), a base64 data URI, bytes, or a list of them."""
+    sides: tuple[int, int] = (8, 4096)
+    """(min, max) pixels of each side of an image; outside it the row is bad ("image too small" / "too large")."""
+
+
 def _problem(raw: _RawRow, stem: str, q_field: str, a_field: str, d_field: str | None,
-             id_field: str | None) -> Problem:
+             id_field: str | None, images: ImageColumn | None = None, folder: Path = Path(".")) -> Problem:
     """One row as a Problem; raises ValueError saying what is wrong with the row."""
     if raw.error:
         raise _BadRow(raw.reason or raw.error, raw.error)
@@ -192,6 +203,12 @@ def _problem(raw: _RawRow, stem: str, q_field: str, a_field: str, d_field: str |
     row_id = row.get(id_field) if id_field else None
     uid = f"{stem}:{row_id if row_id is not None else raw.index}"
     meta = {k: v for k, v in row.items() if k not in (q_field, a_field)}
+    if images is not None and row.get(images.field) is not None:
+        del meta[images.field]
+        meta["images"], question = row_images(row[images.field], question, images.field, folder, images.sides)
+    elif images is not None and PLACEHOLDER in question:
+        raise _BadRow("image placeholders do not match the images",
+                      f"the question has '{PLACEHOLDER}' but the row has no '{images.field}' field")
     return Problem(uid=uid, question=question, answer=answer, difficulty=difficulty, meta=meta)
 
 
@@ -202,6 +219,7 @@ def load_problem_file(
     difficulty_field: str | None = "difficulty",
     skip_bad_rows: bool = False,
     id_field: str | None = "id",
+    images: ImageColumn | None = None,
 ) -> LoadResult:
     """Problems of a ``.jsonl``, ``.json`` (a list of rows, or ``{"data": [...]}``) or ``.parquet`` file.
 
@@ -210,6 +228,8 @@ def load_problem_file(
     all level 1; see ``_mixed_labels`` for one that labels only some rows. A malformed row raises
     ``DataFileError`` naming the file and line/row, or with ``skip_bad_rows`` is left out and counted.
     Whole-file problems (unreadable JSON or Parquet, an unknown suffix, no usable rows) always raise.
+    With ``images``, a row's image cell is checked (read, sized) and kept in ``meta["images"]`` as a list of absolute
+    paths or bytes; a missing, unreadable or wrong-size image is a bad row.
     """
     path = Path(path)
     readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".parquet": _parquet_rows}
@@ -225,7 +245,8 @@ def load_problem_file(
     unlabelled: list[tuple[int, str]] = []  # (index in problems, where) of rows without a difficulty
     for raw in readers[path.suffix.lower()](path):
         try:
-            problem = _problem(raw, path.stem, question_field, answer_field, difficulty_field, id_field)
+            problem = _problem(raw, path.stem, question_field, answer_field, difficulty_field, id_field, images,
+                               path.parent)
             if problem.uid in seen:
                 raise _BadRow("duplicate uid", f"duplicate uid '{problem.uid}' (first at {seen[problem.uid]})")
         except ValueError as err:

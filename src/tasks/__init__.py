@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 from kimi_rl.config import ConfigError, DataConfig
 from kimi_rl.registries import SOURCES
 from kimi_rl.data import load_mmath, load_problem_file, split_heldout
-from kimi_rl.data.files import DataFileError, SkippedRow
+from kimi_rl.data.files import DataFileError, ImageColumn, SkippedRow
 from kimi_rl.data.prompts import build_prompt, encode_prompts
 from kimi_rl.tasks.arithmetic import make_problems
 from kimi_rl.tasks.base import Problem
@@ -155,8 +155,9 @@ def _file(data: DataConfig, seed: int):
         res = load_code_problems(data.path, data.question_field, skip_bad_rows=data.skip_bad_rows)
         where = {p.uid: str(p.meta.get("source", p.uid)) for p in res.problems}
         return list(res.problems), [_code_skip(m) for m in res.skipped], where
+    images = ImageColumn(data.image_field, (data.image_min_side, data.image_max_side)) if data.image_field else None
     loaded = load_problem_file(data.path, data.question_field, data.answer_field, data.difficulty_field,
-                               skip_bad_rows=data.skip_bad_rows)
+                               skip_bad_rows=data.skip_bad_rows, images=images)
     return list(loaded.problems), list(loaded.skipped_rows), dict(loaded.locations)
 
 

@@ -2,20 +2,19 @@
 
 The image shows ``a`` over ``+b``, right-aligned as written by hand, rendered with Pillow in code; the question
 text holds only the ``<image>`` placeholder, so the numbers must be read from the pixels. Difficulty level =
-digits per operand. The long-CoT trace first reads the image (``read a+b``), then works the sum as the
-arithmetic task's traces do (column sums, re-checks, corrections), ending in ``\\boxed{a+b}``.
+digits per operand. The long-CoT trace first reads the image cell by cell (``read _938+711``), then works the sum
+as the arithmetic task's traces do (column sums, re-checks, corrections), ending in ``\\boxed{a+b}``.
 
 A problem's images are ``problem_images(problem)``: rendered from ``meta["render"]`` (this task), or read from
-``meta["image"]`` (a path or bytes: problem files with an image column).
+``meta["images"]`` (paths or bytes: problem files with an image column, ``kimi_rl.data.images``).
 """
 from __future__ import annotations
 
 import functools
-import io
 import random
-from pathlib import Path
 from typing import Sequence
 
+from kimi_rl.data.images import open_image
 from kimi_rl.tasks.arithmetic import make_problems as arithmetic_problems
 from kimi_rl.tasks.arithmetic import make_trace as arithmetic_trace
 from kimi_rl.tasks.base import Problem
@@ -69,22 +68,20 @@ def problem_images(problem: Problem) -> list:
     if "render" in meta:
         a, b = meta["render"]
         return [render(int(a), int(b))]
-    if "image" not in meta:
+    if "images" not in meta:
         return []
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
-    src = meta["image"]
     try:
-        img = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else Path(src))
-        return [img.convert("RGB")]
-    except (OSError, UnidentifiedImageError) as e:
+        return [open_image(src) for src in meta["images"]]
+    except (OSError, UnidentifiedImageError) as e:  # checked when the file was read: changed on disk since
         raise ImageError(f"problem {problem.uid}: cannot read its image ({type(e).__name__}: {e})") from None
 
 
 def image_kwargs(problems: Sequence[Problem]) -> dict:
     """``{"images": [each problem's images]}`` for ``Engine.generate``, or {} when no problem has one (a text
     batch: engines that take no images are called as before)."""
-    if not any("render" in p.meta or "image" in p.meta for p in problems):
+    if not any("render" in p.meta or "images" in p.meta for p in problems):
         return {}
     return {"images": [problem_images(p) for p in problems]}
 
@@ -102,11 +99,27 @@ def make_problems(levels: list[int], train_per_level: int, heldout_per_level: in
     return [visual(p) for p in train], [visual(p) for p in heldout]
 
 
+TRACE_FORMAT = 2
+"""Bumped when the trace changes (the cached warm-up of this task is keyed on it). 2: the read line transcribes
+the grid cell by cell (was ``read a+b``, which the tiny model did not learn: README "Vision")."""
+
+
+def transcribe(a: int, b: int) -> str:
+    """The image's two rows as a transcription of its cells, left to right, ``_`` for an empty cell: character k
+    is cell k of the grid (row-major), so reading is the same lookup for every image whatever the digit counts.
+
+    >>> transcribe(938, 711), transcribe(7, 5)
+    ('_938+711', '___7__+5')
+    """
+    cols = IMAGE_SIZE // CELL
+    return str(a).rjust(cols, "_") + f"+{b}".rjust(cols, "_")
+
+
 def make_trace(problem: Problem, rng: random.Random, max_rechecks: int, correction_prob: float) -> str:
-    """``read a+b``, then the arithmetic trace of ``a+b=``.
+    """``read`` + the image's cells (``transcribe``), then the arithmetic trace of ``a+b=``.
 
     >>> make_trace(Problem("x", QUESTION, "12", 1, {"render": (7, 5)}), random.Random(0), 0, 0.0)
-    'read 7+5\\n7+5=12 c1\\nans 12\\n\\\\boxed{12}'
+    'read ___7__+5\\n7+5=12 c1\\nans 12\\n\\\\boxed{12}'
     """
     a, b = problem.meta["render"]
-    return f"read {a}+{b}\n" + arithmetic_trace(f"{a}+{b}=", rng, max_rechecks, correction_prob)
+    return f"read {transcribe(a, b)}\n" + arithmetic_trace(f"{a}+{b}=", rng, max_rechecks, correction_prob)

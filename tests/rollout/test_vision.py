@@ -2,6 +2,7 @@
 after an in-place weight sync that changes the vision tower), the image placeholders, the visual task."""
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
@@ -15,7 +16,8 @@ from kimi_rl.rl.module import token_logprobs
 from kimi_rl.rollout.packing import pack_rows
 from kimi_rl.rollout.weights import full_state_dict_for_engine
 from kimi_rl.tasks.base import Problem
-from kimi_rl.tasks.vision import QUESTION, ImageError, make_problems, make_trace, problem_images, render
+from kimi_rl.tasks.vision import (QUESTION, ImageError, make_problems, make_trace, problem_images, render,
+                                  transcribe)
 
 
 def test_layout_expands_and_contracts_each_placeholder():
@@ -37,7 +39,8 @@ def test_visual_problems_hide_the_numbers_in_the_image():
     assert img.size == (64, 64) and img.tobytes() == render(a, b).tobytes()  # deterministic
     assert render(a, b).tobytes() != render(a, b + 1).tobytes()
     trace = make_trace(p, random.Random(0), 1, 0.0)
-    assert trace.startswith(f"read {a}+{b}\n") and trace.endswith(f"\\boxed{{{a + b}}}")
+    assert trace.startswith(f"read {transcribe(a, b)}\n") and trace.endswith(f"\\boxed{{{a + b}}}")
+    assert transcribe(a, b).replace("_", "") == f"{a}+{b}" and len(transcribe(a, b)) == 8
 
 
 def test_an_unreadable_image_names_its_problem(tmp_path):
@@ -45,7 +48,7 @@ def test_an_unreadable_image_names_its_problem(tmp_path):
     bad.write_bytes(b"not a png")
     for src in (str(bad), str(tmp_path / "missing.png"), b"\x00\x01"):
         with pytest.raises(ImageError, match="problem q7: cannot read its image"):
-            problem_images(Problem("q7", "<image>what?", "1", meta={"image": src}))
+            problem_images(Problem("q7", "<image>what?", "1", meta={"images": [src]}))
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +169,33 @@ def test_freeze_vision_keeps_the_encoder_and_trains_the_rest(tiny_vl_dir):
     assert not any("vision_model" in n for n in trainable)
     assert any("connector" in n for n in trainable) and "lm_head.weight" in trainable
     assert any("vision_model" in n for n in full_state_dict_for_engine(model))  # still synced to the engine
+
+
+def test_sample_logger_writes_each_visual_problem_with_its_answers_to_tensorboard(tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kimi_rl.callbacks import SampleLogger
+    from kimi_rl.models.tokenizer import build_char_tokenizer
+    from kimi_rl.rl.iteration import Iteration
+    from kimi_rl.rollout.types import Group, Trajectory
+    from kimi_rl.rollout.worker import Rollouts
+
+    tok = build_char_tokenizer()
+    (vis,), _ = make_problems([1], 1, 1, 0)
+    text = Problem("t", "1+1=", "2")
+    groups = [Group(p.uid, p, [Trajectory(p.uid, p, [1], tok("x\n\\boxed{3}", add_special_tokens=False)["input_ids"],
+                                          reward=r) for r in (1.0, 0.0)]) for p in (text, vis)]
+    trainer = L.Trainer(logger=TensorBoardLogger(str(tmp_path), name="tb"), accelerator="cpu", devices=1)
+    SampleLogger(tok, every=5).on_train_batch_end(trainer, None, None, Iteration(0, index=10, rollouts=Rollouts(
+        None, groups, [text, vis])), 0)
+    trainer.logger.experiment.flush()
+    acc = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0}).Reload()
+    assert acc.Tags()["images"] == ["samples/images/1"]  # the text problem has no panel
+    (event,) = acc.Images("samples/images/1")
+    from PIL import Image
+    panel = Image.open(io.BytesIO(event.encoded_image_string))
+    assert event.step == 10 and panel.width >= 3 * 64 and panel.height > 3 * 64 + 3 * 12
+    assert panel.crop((4, 4, 4 + 192, 4 + 192)).resize((64, 64), Image.NEAREST).tobytes() == \
+        problem_images(vis)[0].tobytes()  # the problem's own image, enlarged 3x
