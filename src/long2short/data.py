@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -20,10 +20,12 @@ from kimi_rl.long2short.methods import Sample
 from kimi_rl.tasks.base import Problem
 from kimi_rl.data.prompts import build_prompt, encode_prompts
 from kimi_rl.models.modeling import load_tokenizer
+from kimi_rl.models.vision import row_pixels
 from kimi_rl.rewards import VERIFIERS
 from kimi_rl.rewards.scoring import sample_and_score
 from kimi_rl.rollout import open_engine
 from kimi_rl.sft import bucket_batches, collate
+from kimi_rl.tasks.vision import problem_images
 
 
 def sample_scored(model_dir: str | Path, problems: Sequence[Problem], cfg: Config, verifier: str, n: int,
@@ -66,11 +68,23 @@ def response_examples(rows: Sequence[dict], tokenizer, data: DataConfig) -> list
              list(tokenizer(r["response"], add_special_tokens=False)["input_ids"]) + [eos]) for r in rows]
 
 
+def rows_images(rows: Sequence[dict], problems: Mapping[str, Problem] | None) -> list[list]:
+    """Each row's images: those of the problem its ``uid`` names ([] for a text problem)."""
+    if problems is None:
+        raise ValueError("rows of a vision model need their problems (by uid) for the images")
+    missing = [r.get("uid") for r in rows if r.get("uid") not in problems]
+    if missing:
+        raise ValueError(f"{len(missing)} rows name no known problem (first uid: {missing[0]!r})")
+    return [problem_images(problems[r["uid"]]) for r in rows]
+
+
 class ResponseStream(IterableDataset):
-    """Endless length-bucketed SFT batches (``sft.collate``) over fixed examples, reshuffled each epoch."""
+    """Endless length-bucketed SFT batches (``sft.collate``) over fixed examples, reshuffled each epoch; with
+    ``images`` (each example's PIL images) and a vision model's ``processor``, each batch gets its rows' pixels."""
 
     def __init__(self, examples: list[tuple[list[int], list[int]]], pad_id: int, tokens_per_step: int,
-                 seed: int, rank: int = 0, world_size: int = 1) -> None:
+                 seed: int, rank: int = 0, world_size: int = 1, images: Sequence[list] | None = None,
+                 processor=None) -> None:
         if not examples:
             raise ValueError("ResponseStream: no examples to train on (no problem had a correct sample?)")
         longest = max(len(p) + len(r) for p, r in examples)
@@ -79,6 +93,8 @@ class ResponseStream(IterableDataset):
                              f"{tokens_per_step}; raise the token budget")
         self.examples, self.pad_id, self.tokens_per_step = examples, pad_id, tokens_per_step
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.images = images if processor is not None and images is not None and any(images) else None
+        self.processor = processor
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         lengths = [len(p) + len(r) for p, r in self.examples]
@@ -87,20 +103,28 @@ class ResponseStream(IterableDataset):
             batches = bucket_batches(lengths, self.tokens_per_step, random.Random(f"rows-{self.seed}-{epoch}"))
             for b, idx in enumerate(batches):
                 if b % self.world_size == self.rank:
-                    yield collate([self.examples[i] for i in idx], self.pad_id)
+                    batch = collate([self.examples[i] for i in idx], self.pad_id)
+                    if self.images is not None:
+                        batch.update(row_pixels([self.images[i] for i in idx], self.processor))
+                    yield batch
             epoch += 1
 
 
 class ResponseSFTDataModule(L.LightningDataModule):
-    """Feeds ``SFTModule`` from SFT rows instead of generated long-CoT traces."""
+    """Feeds ``SFTModule`` from SFT rows instead of generated long-CoT traces (with a vision model's
+    ``processor``, each row's images are its problem's: ``problems`` by the row's ``uid``)."""
 
-    def __init__(self, rows: Sequence[dict], tokenizer, data: DataConfig, tokens_per_step: int, seed: int) -> None:
+    def __init__(self, rows: Sequence[dict], tokenizer, data: DataConfig, tokens_per_step: int, seed: int,
+                 problems: Mapping[str, Problem] | None = None, processor=None) -> None:
         super().__init__()
         self.examples = response_examples(rows, tokenizer, data)
         self.pad_id, self.tokens_per_step, self.seed = tokenizer.pad_token_id, tokens_per_step, seed
+        self.processor = processor
+        self.images = rows_images(rows, problems) if processor is not None else None
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
         world = self.trainer.world_size if self.trainer else 1
-        stream = ResponseStream(self.examples, self.pad_id, self.tokens_per_step, self.seed, rank, world)
+        stream = ResponseStream(self.examples, self.pad_id, self.tokens_per_step, self.seed, rank, world,
+                                self.images, self.processor)
         return DataLoader(stream, batch_size=None, num_workers=0)

@@ -227,13 +227,14 @@ def dpo_loss(policy_chosen_logp: Tensor, policy_rejected_logp: Tensor, ref_chose
     return DPOOutput(loss=loss, rewards_chosen=rc, rewards_rejected=rr, accuracy=(rc > rr).float().mean())
 
 
-def sequence_logps(model, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor) -> Tensor:
+def sequence_logps(model, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor, **images: Tensor) -> Tensor:
     """Summed log-probs of the ``loss_mask`` tokens: ``sum_{t>=1} m_t * log p(x_t | x_<t)``.
 
     input_ids, attention_mask, loss_mask: [B, T], loss_mask aligned with input_ids (1 on
     response tokens; position 0 has no prediction and is ignored). Returns [B] in float32.
-    Wrap the call in ``torch.no_grad()`` for the reference model.
+    Wrap the call in ``torch.no_grad()`` for the reference model. ``images``: a vision model's ``pixel_values``
+    [B, I, 3, H, W] and ``pixel_attention_mask`` [B, I, H, W].
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **images).logits  # [B, T, V]
     tok = shifted_token_logprobs(logits, input_ids)  # [B, T-1]
     return (tok * loss_mask[:, 1:].to(tok.dtype)).sum(dim=-1)  # [B]

@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from kimi_rl.config import Config, ConfigError, SFTConfig
 from kimi_rl.config.tools import Long2ShortConfig
@@ -26,6 +26,7 @@ from kimi_rl.long2short.data import ResponseSFTDataModule, sample_scored, write_
 from kimi_rl.long2short.dpo import run_dpo
 from kimi_rl.long2short.report import write_report
 from kimi_rl.models.modeling import load_model, load_tokenizer
+from kimi_rl.models.vision import is_vision_folder, load_processor
 from kimi_rl.pipeline import base_model, cached_warm_up, evaluate_folder, log, run_rl
 from kimi_rl.rl.schedule import shortened
 from kimi_rl.rollout.weights import save_policy
@@ -42,9 +43,11 @@ def pick_problems(problems: Sequence[Problem], k: int, seed: int) -> list[Proble
 
 
 def run_rows_sft(init_dir: str | Path, rows: Sequence[dict], out_dir: str | Path, cfg: Config,
-                 log_root: str | Path, steps: int = 40, lr: float = 5e-4, tokens_per_step: int = 4096) -> Path:
-    """Fine-tune ``init_dir`` on SFT rows ``{"question", "response"}`` with ``SFTModule`` (loss on response
-    tokens); writes the HF folder ``out_dir`` and TensorBoard scalars under ``log_root/tb/sft``."""
+                 log_root: str | Path, steps: int = 40, lr: float = 5e-4, tokens_per_step: int = 4096,
+                 problems: Mapping[str, Problem] | None = None) -> Path:
+    """Fine-tune ``init_dir`` on SFT rows ``{"uid", "question", "response"}`` with ``SFTModule`` (loss on response
+    tokens); writes the HF folder ``out_dir`` and TensorBoard scalars under ``log_root/tb/sft``. A vision model sees
+    each row's images: its problem's, from ``problems`` by the row's ``uid``."""
     import lightning as L
 
     set_threads(cfg.trainer)
@@ -53,7 +56,8 @@ def run_rows_sft(init_dir: str | Path, rows: Sequence[dict], out_dir: str | Path
                     log_every=1)
     tok = load_tokenizer(init_dir)
     module = SFTModule(load_model(init_dir, cfg.model.dtype), sft)
-    dm = ResponseSFTDataModule(rows, tok, cfg.data, tokens_per_step, cfg.run.seed)
+    processor = load_processor(init_dir) if is_vision_folder(init_dir) else None
+    dm = ResponseSFTDataModule(rows, tok, cfg.data, tokens_per_step, cfg.run.seed, problems, processor)
     trainer = build_trainer(cfg.trainer, Path(log_root), "sft", steps, [], log_every_n_steps=1,
                             enable_progress_bar=False)
     t0 = time.perf_counter()
@@ -88,6 +92,10 @@ class Long2ShortRun:
     @property
     def root(self) -> Path:
         return RunPaths(self.cfg.run.dir, self.cfg.run.name).root / "long2short"
+
+    def problems_by_uid(self) -> dict[str, Problem]:
+        """The task's problems by uid (rows of the long model's samples name theirs: a vision model's images)."""
+        return {p.uid: p for p in self.task.train + self.task.heldout}
 
     def method_paths(self, method: str) -> RunPaths:
         """``runs/<name>/long2short/<method>/``: the model is its ``final_model``, logs its ``tb``."""
@@ -149,7 +157,7 @@ def build_merge_srs(run: Long2ShortRun) -> Path:
         write_jsonl(srs.rows, paths.root / "srs.jsonl")
         _require_data(len(srs.rows), "SFT rows (no problem had a correct sample)", run.opts)
         run_rows_sft(merged, srs.rows, paths.final_model, run.cfg, paths.root, o.sft_steps, o.sft_lr,
-                     o.sft_tokens_per_step)
+                     o.sft_tokens_per_step, run.problems_by_uid())
         mark_done(paths.final_model, {"key": key, "rows": len(srs.rows),
                                       "skipped_no_correct": srs.skipped_no_correct})
     return paths.final_model
@@ -166,7 +174,7 @@ def build_dpo(run: Long2ShortRun) -> Path:
         write_jsonl(pairs.rows, paths.root / "pairs.jsonl")
         _require_data(len(pairs.rows), "DPO pairs (no problem had a correct and a longer sample)", run.opts)
         run_dpo(run.long_dir, pairs.rows, paths.final_model, run.cfg, paths.root, o.dpo_beta, o.dpo_lr,
-                o.dpo_steps, o.dpo_pairs_per_step)
+                o.dpo_steps, o.dpo_pairs_per_step, run.problems_by_uid())
         mark_done(paths.final_model, {"key": key, "pairs": len(pairs.rows),
                                       "skipped_no_pairs": pairs.skipped_no_pairs})
     return paths.final_model

@@ -93,6 +93,7 @@ def test_engine_and_trainer_see_the_same_images(tiny_vl_dir, engine_name):
     prompts = encode_prompts(problems, tok, DataConfig())
     assert all(tok.image_layout.count(p) == 1 for p in prompts)
     images = [problem_images(p) for p in problems]
+    images[2] = [images[2][0].resize((40, 112))]  # a file's image need not be the model's 64 x 64 square
     model = load_model(tiny_vl_dir).eval()
     engine = Engine(tiny_vl_dir, seed=0, max_model_len=512)
     try:
@@ -199,3 +200,91 @@ def test_sample_logger_writes_each_visual_problem_with_its_answers_to_tensorboar
     assert event.step == 10 and panel.width >= 3 * 64 and panel.height > 3 * 64 + 3 * 12
     assert panel.crop((4, 4, 4 + 192, 4 + 192)).resize((64, 64), Image.NEAREST).tobytes() == \
         problem_images(vis)[0].tobytes()  # the problem's own image, enlarged 3x
+
+
+def test_long2short_sft_rows_and_dpo_pairs_see_their_problems_images(tiny_vl_dir, tmp_path):
+    import math
+
+    from kimi_rl.config import Config, TrainerConfig
+    from kimi_rl.long2short.data import ResponseSFTDataModule, rows_images
+    from kimi_rl.long2short.dpo import collate_pairs, pair_examples, run_dpo
+    from kimi_rl.long2short.stages import run_rows_sft
+    from kimi_rl.models.vision import is_vision_folder
+    from tests.long2short.test_dpo import scalars
+
+    cfg = Config()
+    cfg.trainer = TrainerConfig(accelerator="cpu", threads=1)
+    cfg.data = DataConfig(source="vision_arithmetic", sampler="uniform", use_chat_template=False)
+    probs, _ = make_problems([1, 2], 2, 1, 0)
+    by_uid = {p.uid: p for p in probs}
+    rows = [{"uid": p.uid, "question": p.question, "response": make_trace(p, random.Random(0), 0, 0.0)}
+            for p in probs]
+    tok, proc = load_tokenizer(tiny_vl_dir), load_processor(tiny_vl_dir)
+    dm = ResponseSFTDataModule(rows, tok, cfg.data, 4096, 0, by_uid, proc)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["pixel_values"].shape[:2] == (4, 1)  # every row with its own image
+    with pytest.raises(ValueError, match="name no known problem"):
+        ResponseSFTDataModule(rows, tok, cfg.data, 4096, 0, {}, proc)
+    out = run_rows_sft(tiny_vl_dir, rows, tmp_path / "srs", cfg, tmp_path, steps=2, lr=1e-3, tokens_per_step=4096,
+                       problems=by_uid)
+    assert is_vision_folder(out)
+
+    pairs = [{"uid": p.uid, "question": p.question, "chosen": r["response"], "rejected": r["response"] + " no"}
+             for p, r in zip(probs, rows)]
+    b = collate_pairs(pair_examples(pairs, tok, cfg.data, rows_images(pairs, by_uid)), tok.pad_token_id, proc)
+    assert b["pixel_values"].shape[:2] == (8, 1) and torch.equal(b["pixel_values"][:4], b["pixel_values"][4:])
+    run_dpo(tiny_vl_dir, pairs, tmp_path / "dpo", cfg, tmp_path, beta=0.5, lr=1e-3, steps=2, pairs_per_step=4,
+            problems=by_uid)
+    # step 0: the policy is the reference, both scored with the same images, so the loss is exactly log 2
+    assert scalars(tmp_path / "tb" / "dpo")["dpo/loss"][0] == pytest.approx(math.log(2), abs=1e-4)
+
+
+def test_a_vision_run_resumes_to_the_uninterrupted_run(tmp_path):
+    """The RL CLI on the visual task with the image encoder training: resumed from the uninterrupted run's
+    iteration-2 checkpoint, iteration 3 and the final weights (image encoder included) are the same; the run's
+    TensorBoard holds the image panels."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from kimi_rl.runs import read_scalars
+
+    common = ["train", "model=tiny_vl", "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2",
+              "model.num_kv_heads=2", "model.intermediate_size=128", "model.max_position_embeddings=512",
+              "model.freeze_vision=false", "data=vision_arithmetic", "data.levels=[1]", "data.train_per_level=40",
+              "data.heldout_per_level=2", "sft.enabled=false", "rollout=hf", "rl.iterations=3",
+              "rl.checkpoint_every=2", "rl.sample_log_every=1", "rollout.prompts_per_iteration=2",
+              "rollout.samples_per_prompt=4", "rollout.max_response_tokens=48", "algo.minibatch_size=8",
+              # the random model is never right; the length reward (its responses stop at random lengths) is the
+              # signal that moves the weights
+              "algo.len_reward_weight=1.0", "algo.len_warmup_iterations=0", "algo.reset_optimizer=false",
+              "eval.samples=1",
+              f"run.dir={tmp_path}", "trainer.threads=1"]
+    env = {**os.environ, "KIMI_RL_CONF": str(Path(__file__).resolve().parents[2] / "conf")}
+
+    def run(*extra):
+        done = subprocess.run([sys.executable, "-m", "kimi_rl.cli", *common, *extra], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+
+    run("run.name=straight")
+    previous = tmp_path / "straight" / "checkpoints" / "previous.ckpt"
+    assert torch.load(previous, weights_only=False)["kimi_rl"]["iteration"] == 2
+    run("run.name=resumed", f"run.resume={previous}")
+    a, b = (read_scalars(tmp_path / name / "tb" / "rl") for name in ("straight", "resumed"))
+    assert sorted(b["reward/mean"]) == [2]  # iteration 3 (logged at step 2), as the straight run's
+    for tag in ("reward/mean", "response/length_mean", "train/loss", "train/optimizer_state_steps"):
+        assert b[tag][2] == pytest.approx(a[tag][2], abs=1e-4), tag
+    wa, wb = (load_file(tmp_path / name / "final_model" / "model.safetensors") for name in ("straight", "resumed"))
+    (base,) = (tmp_path / "cache").glob("*/model.safetensors")  # the built tiny model RL started from
+    start = load_file(base)
+    assert any("vision_model" in k and not torch.allclose(wa[k], start[k]) for k in wa)  # the encoder trained
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "straight" / "tb" / "rl"), size_guidance={"images": 0}).Reload()
+    assert "samples/images/0" in acc.Tags()["images"]
