@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kimi_rl.tasks.base import Problem
-from kimi_rl.models.modeling import load_tokenizer, shifted_token_logprobs, save_tokenizer
+from kimi_rl.models.modeling import load_tokenizer, model_class, shifted_token_logprobs, save_tokenizer
 
 MERGE_CONFIG_KEYS = ("architectures", "model_type", "tie_word_embeddings")
 
@@ -77,15 +77,15 @@ def merge_models(long_dir: str | Path, short_dir: str | Path, out_dir: str | Pat
 
     Configs must agree on architectures, model_type and tie_word_embeddings. The full state
     dicts are merged (lm_head included, also for tied models); the tokenizer comes from
-    ``long_dir``. Weights keep the long model's stored dtype.
+    ``long_dir`` (with a vision model's processor config). Weights keep the long model's stored dtype.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     long_dir, short_dir, out_dir = Path(long_dir), Path(short_dir), Path(out_dir)
     _check_configs(AutoConfig.from_pretrained(str(long_dir)), AutoConfig.from_pretrained(str(short_dir)),
                    long_dir, short_dir)
-    long_model = AutoModelForCausalLM.from_pretrained(str(long_dir), dtype="auto")
-    short_model = AutoModelForCausalLM.from_pretrained(str(short_dir), dtype="auto")
+    long_model = model_class(long_dir).from_pretrained(str(long_dir), dtype="auto")
+    short_model = model_class(short_dir).from_pretrained(str(short_dir), dtype="auto")
     merged = merge_state_dicts(long_model.state_dict(), short_model.state_dict(), weight)
     long_model.load_state_dict(merged, strict=True)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -205,15 +205,20 @@ def save_tokenizer(tokenizer, folder: str | Path) -> None:
         (Path(folder) / "processor_config.json").write_text(json.dumps(processor, indent=2))
 
 
-def load_model(path: str | Path, dtype: str = "float32"):
-    """A causal LM (or a vision-language model: ``vision.is_vision_folder``) from a local folder, in training
-    mode's dtype."""
+def model_class(path: str | Path):
+    """The transformers auto class of a local folder: image-text-to-text for a vision-language model
+    (``vision.is_vision_folder``), else causal LM."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     from kimi_rl.models.vision import is_vision_folder
 
-    auto = AutoModelForImageTextToText if is_vision_folder(path) else AutoModelForCausalLM
-    return auto.from_pretrained(str(path), dtype=DTYPES[dtype])
+    return AutoModelForImageTextToText if is_vision_folder(path) else AutoModelForCausalLM
+
+
+def load_model(path: str | Path, dtype: str = "float32"):
+    """A causal LM (or a vision-language model: ``vision.is_vision_folder``) from a local folder, in training
+    mode's dtype."""
+    return model_class(path).from_pretrained(str(path), dtype=DTYPES[dtype])
 
 
 def shifted_token_logprobs(logits, input_ids):

@@ -208,6 +208,7 @@ def test_long2short_sft_rows_and_dpo_pairs_see_their_problems_images(tiny_vl_dir
     from kimi_rl.config import Config, TrainerConfig
     from kimi_rl.long2short.data import ResponseSFTDataModule, rows_images
     from kimi_rl.long2short.dpo import collate_pairs, pair_examples, run_dpo
+    from kimi_rl.long2short.methods import merge_models
     from kimi_rl.long2short.stages import run_rows_sft
     from kimi_rl.models.vision import is_vision_folder
     from tests.long2short.test_dpo import scalars
@@ -228,6 +229,10 @@ def test_long2short_sft_rows_and_dpo_pairs_see_their_problems_images(tiny_vl_dir
     out = run_rows_sft(tiny_vl_dir, rows, tmp_path / "srs", cfg, tmp_path, steps=2, lr=1e-3, tokens_per_step=4096,
                        problems=by_uid)
     assert is_vision_folder(out)
+    merged = merge_models(tiny_vl_dir, out, tmp_path / "merged")  # long2short's merge of two vision folders
+    assert is_vision_folder(merged) and (merged / "processor_config.json").is_file()
+    a, b, m = (load_model(d).state_dict() for d in (tiny_vl_dir, out, merged))
+    assert all(torch.allclose(m[k], (a[k] + b[k]) / 2, atol=1e-6) for k in m)
 
     pairs = [{"uid": p.uid, "question": p.question, "chosen": r["response"], "rejected": r["response"] + " no"}
              for p, r in zip(probs, rows)]
