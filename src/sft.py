@@ -20,7 +20,7 @@ from kimi_rl.tasks.arithmetic import make_trace
 from kimi_rl.tasks.base import Problem
 from kimi_rl.distributed import data_parallel_mesh, shard_model
 from kimi_rl.models.modeling import shifted_token_logprobs
-from kimi_rl.models.vision import row_pixels
+from kimi_rl.models.vision import image_inputs, row_pixels
 
 
 def bucket_batches(lengths: Sequence[int], tokens_per_step: int, rng: random.Random, pool: int = 2048) -> list[list[int]]:
@@ -148,8 +148,7 @@ class SFTModule(L.LightningModule):
             self._sharded = True
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images = {k: batch[k] for k in ("pixel_values", "pixel_attention_mask") if k in batch}  # [B, I, ...]
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **images)
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **image_inputs(batch))
         loss = response_nll(out.logits, batch["input_ids"], batch["loss_mask"])
         tokens = int(batch["attention_mask"].sum())
         now = time.perf_counter()

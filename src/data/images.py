@@ -66,6 +66,13 @@ def _name(src: str | bytes) -> str:
     return f"'{src}'" if isinstance(src, str) else f"the {len(src)} bytes"
 
 
+def _open(src: str | bytes):
+    """``PIL.Image.open`` of a path or of encoded bytes (lazy: the header only)."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+
+
 def check_image(src: str | bytes, field: str, sides: tuple[int, int]) -> tuple[int, int]:
     """Decode ``src`` fully (a truncated file fails here, not in a rollout) and check that both sides lie in
     ``sides`` = (min, max) pixels; returns (width, height)."""
@@ -74,7 +81,7 @@ def check_image(src: str | bytes, field: str, sides: tuple[int, int]) -> tuple[i
     if isinstance(src, str) and not Path(src).is_file():
         raise BadImage("image file missing", f"field '{field}': image file '{src}' does not exist")
     try:
-        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
+        with _open(src) as img:
             img.load()
             size = img.size
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
@@ -113,7 +120,5 @@ def row_images(value: Any, question: str, field: str, folder: Path,
 def open_image(src: str | bytes):
     """The RGB PIL image of a checked source (cached: each sample of a group and each rollout segment asks again;
     never mutated by callers)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
+    with _open(src) as img:
         return img.convert("RGB")

@@ -22,16 +22,11 @@ from kimi_rl.sft import collate
 from kimi_rl.data.prompts import build_prompt
 from kimi_rl.long2short.data import rows_images
 from kimi_rl.models.modeling import load_model, load_tokenizer
-from kimi_rl.models.vision import is_vision_folder, load_processor, row_pixels
+from kimi_rl.models.vision import image_inputs, is_vision_folder, load_processor, row_pixels
 from kimi_rl.tasks.base import Problem
 from kimi_rl.pipeline import log
 from kimi_rl.rollout.weights import save_policy
 from kimi_rl.trainer_factory import build_trainer, set_threads
-
-
-def pixels(batch: dict) -> dict:
-    """The batch's image tensors as model keyword arguments ({} for a text batch)."""
-    return {k: batch[k] for k in ("pixel_values", "pixel_attention_mask") if k in batch}
 
 
 @dataclass(frozen=True)
@@ -87,7 +82,8 @@ def with_reference_logps(model, examples: Sequence[DPOExample], pad_id: int,
     for start in range(0, len(examples), pairs_per_batch):
         chunk = examples[start: start + pairs_per_batch]
         b = {k: v.to(device) for k, v in collate_pairs(chunk, pad_id, processor).items()}
-        logps = sequence_logps(model, b["input_ids"], b["attention_mask"], b["loss_mask"], **pixels(b)).cpu()  # [2P]
+        logps = sequence_logps(model, b["input_ids"], b["attention_mask"], b["loss_mask"],
+                               **image_inputs(b)).cpu()  # [2P]
         p = len(chunk)
         out += [dataclasses.replace(e, ref_chosen_logp=float(logps[i]), ref_rejected_logp=float(logps[p + i]))
                 for i, e in enumerate(chunk)]
@@ -129,7 +125,7 @@ class DPOModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         p = batch["ref_chosen_logp"].shape[0]
         logps = sequence_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
-                               **pixels(batch))  # [2P]
+                               **image_inputs(batch))  # [2P]
         out = dpo_loss(logps[:p], logps[p:], batch["ref_chosen_logp"], batch["ref_rejected_logp"], self.beta)
         self.log_dict({
             "dpo/loss": out.loss.detach(),

@@ -161,6 +161,12 @@ def build_tiny_vl_model(cfg, folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def image_inputs(batch: dict) -> dict[str, torch.Tensor]:
+    """A collated batch's image tensors as model keyword arguments: ``pixel_values`` [B, I, 3, H, W] and
+    ``pixel_attention_mask`` [B, I, H, W], or {} for a text batch."""
+    return {k: batch[k] for k in ("pixel_values", "pixel_attention_mask") if k in batch}
+
+
 def row_pixels(rows: Sequence[Sequence], processor) -> dict[str, torch.Tensor]:
     """``RolloutBatch``'s image fields for rows with these images: ``pixel_values`` [N, I, 3, H, W] and
     ``pixel_attention_mask`` [N, I, H, W], I = the most images in a row; a row with fewer is padded with
