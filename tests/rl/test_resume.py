@@ -59,15 +59,25 @@ def test_interrupted_runs_resume_to_the_uninterrupted_run(tiny_model_dir, tmp_pa
               "algo.skip_uninformative_groups=false",  # reward-0 groups still train: losses are compared
               "eval.max_problems_per_level=3", f"run.dir={tmp_path}", "trainer.threads=1"]
     env = {**os.environ, "KIMI_RL_CONF": CONF}
-    straight = subprocess.run(cli(common + ["run.name=straight"], tmp_path), cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=900)
-    assert straight.returncode == 0, straight.stderr[-4000:]
-    a = event_scalars(tmp_path / "straight" / "tb" / "rl")
-    # without algo.reset_optimizer Adam's state keeps counting across iterations (the reset is tested in test_rl)
-    trained = sorted(a["train/optimizer_steps"])  # iterations that released groups
-    steps = [a["train/optimizer_steps"][i] for i in trained]
-    assert len(trained) >= 2 and sorted(a["train/optimizer_state_steps"]) == trained
-    assert [a["train/optimizer_state_steps"][i] for i in trained] == [sum(steps[:j + 1]) for j in range(len(steps))]
+    # each run uses one thread (trainer.threads=1), so two share the 2 cores: the uninterrupted run goes alongside
+    # the interrupted ones, and each resume alongside the next interruption (the numbers do not depend on it)
+    def start(name: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+        """The run in the background, its output in a file (a pipe nobody reads yet could fill and block it)."""
+        log = tmp_path / f"{name}{'-resumed' if extra else ''}.out"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cli(common + [f"run.name={name}", *extra], tmp_path), cwd=tmp_path, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, text=True)
+        return proc, log
+
+    def finish(run: tuple[subprocess.Popen, Path]) -> str:
+        """Wait for the run; its output, after asserting it succeeded."""
+        proc, log = run
+        proc.wait(timeout=900)
+        out = log.read_text()
+        assert proc.returncode == 0, out[-4000:]
+        return out
+
+    straight = start("straight")
 
     def interrupt(name: str, sig: int) -> int:
         """Start run ``name``, send ``sig`` once two checkpoints exist (inside iteration 3); the last
@@ -88,11 +98,8 @@ def test_interrupted_runs_resume_to_the_uninterrupted_run(tiny_model_dir, tmp_pa
             assert "Traceback" not in err and not (tmp_path / name / "final_model").exists()
         return at
 
-    def resume_and_compare(name: str, from_iteration: int, expect: str = "") -> None:
-        resumed = subprocess.run(cli(common + [f"run.name={name}", "run.resume=auto"], tmp_path), cwd=tmp_path,
-                                 env=env, capture_output=True, text=True, timeout=900)
-        assert resumed.returncode == 0, resumed.stderr[-4000:]
-        assert expect in resumed.stdout + resumed.stderr
+    def compare(name: str, from_iteration: int, expect: str = "") -> None:
+        assert expect in finish(resumed[name])
         b = event_scalars(tmp_path / name / "tb" / "rl")
         compared = 0
         for tag in ("reward/mean", "response/length_mean", "train/loss", "train/entropy_estimate",
@@ -110,11 +117,21 @@ def test_interrupted_runs_resume_to_the_uninterrupted_run(tiny_model_dir, tmp_pa
     assert 2 <= killed_at < 5
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])  # as if the kill had hit the save
-    resume_and_compare("killed", killed_at - 1, expect="resuming from")
+    resumed = {"killed": start("killed", "run.resume=auto")}
+
+    finish(straight)
+    a = event_scalars(tmp_path / "straight" / "tb" / "rl")
+    # without algo.reset_optimizer Adam's state keeps counting across iterations (the reset is tested in test_rl)
+    trained = sorted(a["train/optimizer_steps"])  # iterations that released groups
+    steps = [a["train/optimizer_steps"][i] for i in trained]
+    assert len(trained) >= 2 and sorted(a["train/optimizer_state_steps"]) == trained
+    assert [a["train/optimizer_state_steps"][i] for i in trained] == [sum(steps[:j + 1]) for j in range(len(steps))]
 
     stopped_at = interrupt("stopped", signal.SIGINT)
     assert 3 <= stopped_at < 5  # the iteration running at Ctrl-C finished and was saved
-    resume_and_compare("stopped", stopped_at)
+    resumed["stopped"] = start("stopped", "run.resume=auto")
+    compare("killed", killed_at - 1, expect="resuming from")
+    compare("stopped", stopped_at)
 
 
 # ---- run.resume=auto falls back to previous.ckpt; SIGINT / SIGTERM save and stop (issue 16, item 7)
