@@ -52,15 +52,35 @@ def pick_rank_state(states: dict, load: Callable[[Any], None]) -> None:
     load(states[key])
 
 
+LAYER_LISTS = ("layers", "text_model.layers", "language_model.layers", "vision_model.encoder.layers")
+"""Where the repeated blocks sit under a model's ``model`` attribute: a causal LM's decoder layers; a
+vision-language model's (Idefics3-style) text decoder layers and image encoder layers."""
+
+
+def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The blocks FSDP2 shards one by one (``LAYER_LISTS``), text decoder first."""
+    inner = getattr(model, "model", model)
+    blocks: list[torch.nn.Module] = []
+    for path in LAYER_LISTS:
+        obj = inner
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, torch.nn.ModuleList):
+            blocks.extend(obj)
+    return blocks
+
+
 def shard_model(model: torch.nn.Module, mesh) -> torch.nn.Module:
-    """FSDP2: ``fully_shard`` each decoder layer, then the whole model, over the data-parallel mesh."""
+    """FSDP2: ``fully_shard`` each repeated block (``repeated_blocks``), then the whole model, over the
+    data-parallel mesh."""
     from torch.distributed.fsdp import fully_shard
 
-    layers = getattr(getattr(model, "model", model), "layers", None)
-    if layers is None:
-        raise ValueError(f"cannot find decoder layers to shard in {type(model).__name__} (expected model.model.layers)")
-    for layer in layers:
-        fully_shard(layer, mesh=mesh)
+    blocks = repeated_blocks(model)
+    if not blocks:
+        where = ", ".join(f"model.{p}" for p in LAYER_LISTS)
+        raise ValueError(f"cannot find decoder layers to shard in {type(model).__name__} (looked for {where})")
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
 

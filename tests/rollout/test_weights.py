@@ -62,9 +62,9 @@ def test_tied_output_layer_is_named():
 FSDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
     from torch.nn.parallel import DistributedDataParallel
+    from kimi_rl.distributed import repeated_blocks, shard_model
     from kimi_rl.models.modeling import load_model
     from kimi_rl.rollout.weights import full_state_dict_for_engine
 
@@ -72,11 +72,10 @@ FSDP_SCRIPT = textwrap.dedent("""
     expected = load_model(sys.argv[1]).state_dict()
     ddp = full_state_dict_for_engine(DistributedDataParallel(load_model(sys.argv[1])))
     sharded = load_model(sys.argv[1])
-    mesh = init_device_mesh("cpu", (1,))
-    for layer in sharded.model.layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(sharded, mesh=mesh)
-    assert isinstance(sharded.model.norm.weight, DTensor)
+    blocks = len(repeated_blocks(sharded))
+    assert blocks == int(sys.argv[2]), blocks  # a vision-language model's text and image-encoder layers
+    shard_model(sharded, init_device_mesh("cpu", (1,)))
+    assert all(isinstance(p, DTensor) for p in sharded.parameters())
     fsdp = full_state_dict_for_engine(sharded)
     for state in (ddp, fsdp):
         assert set(state) == set(expected), sorted(set(state) ^ set(expected))[:4]
@@ -86,10 +85,21 @@ FSDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_ddp_and_fsdp2_models_give_full_hf_named_tensors(tiny_model_dir, tmp_path):
-    """In a child process: a process group must not leak into this one (vLLM owns its own)."""
+@pytest.mark.parametrize("arch", ["qwen2", "idefics3"])
+def test_ddp_and_fsdp2_models_give_full_hf_named_tensors(tiny_model_dir, tmp_path, arch):
+    """In a child process: a process group must not leak into this one (vLLM owns its own). FSDP2 shards every
+    repeated block, a vision-language model's image-encoder layers too (a run with trainer=fsdp failed on it)."""
+    from kimi_rl.config import ModelConfig
+    from kimi_rl.models.modeling import build_tiny_model
+
+    folder, blocks = tiny_model_dir, 2  # the fixture's num_layers
+    if arch == "idefics3":
+        folder = build_tiny_model(ModelConfig(arch="idefics3", hidden_size=64, num_layers=2, num_heads=2,
+                                              num_kv_heads=2, intermediate_size=128, max_position_embeddings=512),
+                                  tmp_path / "tiny_vl")
+        blocks = 2 + len(load_model(folder).model.vision_model.encoder.layers)
     script = tmp_path / "fsdp_state.py"
     script.write_text(FSDP_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), str(tiny_model_dir)], capture_output=True,
+    done = subprocess.run([sys.executable, str(script), str(folder), str(blocks)], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
