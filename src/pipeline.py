@@ -166,6 +166,8 @@ def sft_key(cfg: Config, base: Path) -> str:
         from kimi_rl.tasks.vision import TRACE_FORMAT
 
         data["trace_format"] = TRACE_FORMAT
+    elif cfg.data.trace_format != "columns":  # keyed only when set: warm-ups cached before the key stay valid
+        data["trace_format"] = cfg.data.trace_format
     return config_hash(str(base.resolve()), data, cfg.sft, cfg.run.seed, cfg.model)
 
 

@@ -79,7 +79,8 @@ class TraceStream(IterableDataset):
                 questions.append(p.question)
                 owners.append(p)
                 traces.append(vision.make_trace(p, rng, self.data.max_rechecks, self.data.correction_prob) if visual
-                              else make_trace(p.question, rng, self.data.max_rechecks, self.data.correction_prob))
+                              else make_trace(p.question, rng, self.data.max_rechecks, self.data.correction_prob,
+                                         self.data.trace_format))
         prompts = self.tok(questions)["input_ids"]
         layout = getattr(self.tok, "image_layout", None)
         if layout is not None:

@@ -67,6 +67,9 @@ class DataConfig:
     """Built-in task: most redundant re-check passes in a long-CoT trace."""
     correction_prob: float = 0.3
     """Built-in task: chance that a digit step shows an error and its correction."""
+    trace_format: str = "columns"
+    """Built-in task: how a warm-up trace walks the columns: columns (each column's sum alone, ``8+1=9 c0``) |
+    peel (each column headed by what is left of the operands, ``938+711: 8+1=9 c0 r9``; ``tasks.arithmetic.make_trace``)."""
     sampler: str = "prioritized"
     """RL prompt sampler: uniform | curriculum | prioritized | curriculum_prioritized."""
     priority_floor: float = 0.05
@@ -116,6 +119,7 @@ class DataConfig:
         _at_least(self, "data", 1, "train_per_level", "heldout_per_level")
         _at_least(self, "data", 0, "max_rechecks")
         _check(0 <= self.correction_prob <= 1, "data.correction_prob", f"must be in [0, 1], got {self.correction_prob}")
+        _one_of(self.trace_format, "data.trace_format", ("columns", "peel"))  # tasks.arithmetic.TRACE_FORMATS
         _at_least(self, "data", 1, "image_min_side")
         _check(self.image_max_side >= self.image_min_side, "data.image_max_side",
                f"must be >= data.image_min_side={self.image_min_side}, got {self.image_max_side}")

@@ -71,21 +71,45 @@ def _step_text(da: int, db: int, cin: int, s: int) -> str:
     return f"{lhs}={s}"
 
 
-def make_trace(question: str, rng: random.Random, max_rechecks: int, correction_prob: float) -> str:
+TRACE_FORMATS = ("columns", "peel")
+"""``data.trace_format``: how a trace walks the columns (``make_trace``)."""
+
+
+def make_trace(question: str, rng: random.Random, max_rechecks: int, correction_prob: float,
+               trace_format: str = "columns") -> str:
     """A long-CoT solution of ``a+b=``: column sums, optional error-then-correction,
     0..max_rechecks redundant check passes, and the boxed answer.
 
+    ``columns`` writes each column's sum alone (``8+1=9 c0``): finding a column's digits in the question is a
+    lookup by position that the tiny model learns for 1-2 digits only. ``peel`` heads each column with what is
+    left of the operands (``938+711: 8+1=9 c0 r9``, then ``93+71: ...``): a column's digits are the last ones
+    before ``+`` and ``:``, the next head is the last one minus a digit each, and ``r`` carries the answer's
+    digits found so far, so every step copies from the line above.
+
     >>> make_trace("7+5=", random.Random(0), 0, 0.0)
     '7+5=12 c1\\nans 12\\n\\\\boxed{12}'
+    >>> print(make_trace("93+71=", random.Random(0), 0, 0.0, "peel"))
+    93+71: 3+1=4 c0 r4
+    9+7: 9+7=16 c1 r64
+    ans 164
+    \\boxed{164}
     """
+    if trace_format not in TRACE_FORMATS:
+        raise ValueError(f"trace_format must be one of {TRACE_FORMATS}, got {trace_format!r}")
     a, b = (int(x) for x in question.rstrip("=").split("+"))
     steps = _digit_steps(a, b)
     lines = []
-    for da, db, cin, s in steps:
+    answer_digits = ""
+    for i, (da, db, cin, s) in enumerate(steps):
+        head = ""
+        if trace_format == "peel":
+            head = f"{str(a)[: len(str(a)) - i] or 0}+{str(b)[: len(str(b)) - i] or 0}: "
         if rng.random() < correction_prob:
             wrong = s + rng.choice((-1, 1)) if s > 0 else s + 1
-            lines.append(f"{_step_text(da, db, cin, wrong)} no")
-        lines.append(f"{_step_text(da, db, cin, s)} c{s // 10}")
+            lines.append(f"{head}{_step_text(da, db, cin, wrong)} no")
+        answer_digits = str(s % 10) + answer_digits
+        tail = f" r{answer_digits}" if trace_format == "peel" else ""
+        lines.append(f"{head}{_step_text(da, db, cin, s)} c{s // 10}{tail}")
     total = a + b
     lines.append(f"ans {total}")
     for _ in range(rng.randint(0, max_rechecks)):
