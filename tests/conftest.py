@@ -34,3 +34,14 @@ def tiny_model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_model")
     return build_tiny_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2,
                                         intermediate_size=128, max_position_embeddings=512), folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_dir(tmp_path_factory):
+    """A freshly initialised tiny Idefics3 (2-layer text decoder, image encoder) HF folder with its processor."""
+    from kimi_rl.config import ModelConfig
+    from kimi_rl.models.modeling import build_tiny_model
+
+    cfg = ModelConfig(arch="idefics3", hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2,
+                      intermediate_size=128, max_position_embeddings=512)
+    return build_tiny_model(cfg, tmp_path_factory.mktemp("tiny_vl"))

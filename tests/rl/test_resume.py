@@ -83,14 +83,14 @@ def test_interrupted_runs_resume_to_the_uninterrupted_run(tiny_model_dir, tmp_pa
         """Start run ``name``, send ``sig`` once two checkpoints exist (inside iteration 3); the last
         checkpoint's iteration."""
         ckpts = tmp_path / name / "checkpoints"
-        proc = subprocess.Popen(cli(common + [f"run.name={name}"], tmp_path), cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc, log = start(name)
         deadline = time.time() + 600
         while not (ckpts / "previous.ckpt").exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)  # two checkpoints written (iterations 1 and 2): now inside iteration 3
         assert proc.poll() is None, "the run ended before it could be interrupted"
         os.kill(proc.pid, sig)
-        _, err = proc.communicate(timeout=600)
+        proc.wait(timeout=600)
+        err = log.read_text()
         at = torch.load(ckpts / "last.ckpt", weights_only=False)["kimi_rl"]["iteration"]
         if sig == signal.SIGINT:  # a clean stop: said in one line, no traceback, no final model yet
             assert proc.returncode == 130, err[-3000:]

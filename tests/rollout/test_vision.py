@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from kimi_rl.config import DataConfig, ModelConfig
+from kimi_rl.config import DataConfig
 from kimi_rl.data.prompts import encode_prompts
-from kimi_rl.models.modeling import build_tiny_model, load_model, load_tokenizer
+from kimi_rl.models.modeling import load_model, load_tokenizer
 from kimi_rl.models.vision import ImageLayout, load_processor, row_pixels
 from kimi_rl.rl.module import token_logprobs
 from kimi_rl.rollout.packing import pack_rows
@@ -49,13 +49,6 @@ def test_an_unreadable_image_names_its_problem(tmp_path):
     for src in (str(bad), str(tmp_path / "missing.png"), b"\x00\x01"):
         with pytest.raises(ImageError, match="problem q7: cannot read its image"):
             problem_images(Problem("q7", "<image>what?", "1", meta={"images": [src]}))
-
-
-@pytest.fixture(scope="module")
-def tiny_vl_dir(tmp_path_factory):
-    cfg = ModelConfig(arch="idefics3", hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2,
-                      intermediate_size=128, max_position_embeddings=512)
-    return build_tiny_model(cfg, tmp_path_factory.mktemp("tiny_vl"))
 
 
 def _trainer_logprobs(model, processor, prompts, gens, images, pad_id, packed):

@@ -86,17 +86,12 @@ FSDP_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "idefics3"])
-def test_ddp_and_fsdp2_models_give_full_hf_named_tensors(tiny_model_dir, tmp_path, arch):
+def test_ddp_and_fsdp2_models_give_full_hf_named_tensors(tiny_model_dir, tiny_vl_dir, tmp_path, arch):
     """In a child process: a process group must not leak into this one (vLLM owns its own). FSDP2 shards every
     repeated block, a vision-language model's image-encoder layers too (a run with trainer=fsdp failed on it)."""
-    from kimi_rl.config import ModelConfig
-    from kimi_rl.models.modeling import build_tiny_model
-
     folder, blocks = tiny_model_dir, 2  # the fixture's num_layers
     if arch == "idefics3":
-        folder = build_tiny_model(ModelConfig(arch="idefics3", hidden_size=64, num_layers=2, num_heads=2,
-                                              num_kv_heads=2, intermediate_size=128, max_position_embeddings=512),
-                                  tmp_path / "tiny_vl")
+        folder = tiny_vl_dir
         blocks = 2 + len(load_model(folder).model.vision_model.encoder.layers)
     script = tmp_path / "fsdp_state.py"
     script.write_text(FSDP_SCRIPT)
