@@ -141,9 +141,19 @@ def arm_row(arm: str, result: dict, scalars: dict[str, dict[int, float]], curves
         "iteration_s": _mean(iteration_s),
         "sampled_tokens_per_iteration": _mean(tokens),
         "s_per_1k_sampled_tokens": (sum(iteration_s) / sum(tokens) * 1000) if tokens and sum(tokens) else None,
+        "gain_per_minute": gain_per_minute(before, after, iteration_s),
         "curve_means": {tag: _mean(list(scalars.get(tag, {}).values())) for tag in curves},
     }
     return row
+
+
+def gain_per_minute(before: dict, after: dict, iteration_s: list[float]) -> Optional[float]:
+    """Held-out pass@1 points gained per minute of RL iterations: 100 (after - before) / (sum of the iterations'
+    wall times / 60). Arms that iterate at different speeds compare at equal wall-clock by this figure
+    (evaluations excluded, so it does not depend on how often an arm is evaluated)."""
+    if not (before and after) or not iteration_s or sum(iteration_s) <= 0:
+        return None
+    return 100 * (after["accuracy"] - before["accuracy"]) / (sum(iteration_s) / 60)
 
 
 def _pct(x: Optional[float]) -> str:
@@ -159,7 +169,7 @@ def format_markdown(ablation: Ablation, rows: list[dict], command: str) -> str:
     levels = sorted({lv for r in rows for lv in r["after_per_level"]}, key=int)
     head = (["arm", "pass@1 before", "pass@1 after", "gain"] + [f"L{lv} after" for lv in levels]
             + ["pass@k before", "pass@k after", "tokens before", "tokens after", "s / iteration",
-               "s / 1k sampled tokens"] + [f"mean {c}" for c in ablation.curves])
+               "s / 1k sampled tokens", "gain / min"] + [f"mean {c}" for c in ablation.curves])
     lines = [f"# Ablation `{ablation.name}`", "", f"Claim: {ablation.claim}.", "", f"Command: `{command}`", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -167,13 +177,14 @@ def format_markdown(ablation: Ablation, rows: list[dict], command: str) -> str:
                   "-" if r["gain"] is None else f"{100 * r['gain']:+.1f}"]
                  + [_pct(r["after_per_level"].get(lv)) for lv in levels]
                  + [_pct(r["pass_at_k_before"]), _pct(r["pass_at_k_after"]), _num(r["tokens_before"]),
-                    _num(r["tokens_after"]), _num(r["iteration_s"], 2), _num(r["s_per_1k_sampled_tokens"], 3)]
+                    _num(r["tokens_after"]), _num(r["iteration_s"], 2), _num(r["s_per_1k_sampled_tokens"], 3),
+                    _num(r.get("gain_per_minute"), 2)]
                  + [_num(r["curve_means"].get(c), 3) for c in ablation.curves])
         lines.append("| " + " | ".join(cells) + " |")
     k = next((r["k"] for r in rows if r["k"]), None)
     lines += ["", f"Held-out pass@1 and pass@k (k = {k}, the samples per problem) in %; levels: digits per operand; "
                   "tokens: mean held-out response tokens; s / iteration: an iteration's wall time, rollout to weight "
-                  "sync (held-out evaluations between iterations excluded); curves: means over the run's iterations.", "",
+                  "sync (held-out evaluations between iterations excluded); gain / min: pass@1 points gained per minute of RL iterations (arms compared at equal wall-clock); curves: means over the run's iterations.", "",
               "Arm folders (TensorBoard events in <folder>/tb/rl): "
               + "; ".join(f"{r['arm']}: {r['folder']}" for r in rows)]
     return "\n".join(lines) + "\n"

@@ -61,7 +61,7 @@ def train_args(model: dict, smoke: bool, run_dir: Path) -> list[str]:
              ["rollout.prompts_per_iteration=64", "rollout.samples_per_prompt=8", "rollout.max_response_tokens=256",
               "algo.minibatch_size=64", "data.train_per_level=500", "data.heldout_per_level=16"])
     return ["train", "sft.enabled=false", "rollout.engine=hf", "rl.iterations=3", "rl.checkpoint_every=1",
-            "rl.sample_log_every=0", "algo.skip_uninformative_groups=false", "data.levels=[1,2]",
+            "rl.sample_log_every=0", "algo.skip_uninformative_groups=false", "data.levels=[1,2]", "data.curriculum=[]",
             "eval.samples=1", "eval.max_problems_per_level=4", f"run.dir={run_dir}",
             *[f"model.{k}={v}" for k, v in model.items()], *device, *sizes]
 

@@ -35,7 +35,9 @@ def test_every_shipped_ablation_composes_and_its_arms_differ_only_as_said() -> N
     pr = arm_configs(ablations["partial_rollouts"], settings, [])
     assert [c.rollout.segment_tokens for c in pr.values()] == [None, 96]
     cu = arm_configs(ablations["curriculum"], settings, [])["curriculum"]
-    assert [(s.iterations, s.levels) for s in cu.data.curriculum] == [(6, [1, 2]), (0, [])]
+    assert [(s.iterations, s.levels) for s in cu.data.curriculum] == [(2, [1, 2]), (2, [1, 2, 3]), (0, [])]
+    assert [c.data.sampler for c in arm_configs(ablations["curriculum"], settings, []).values()] == [
+        "uniform", "curriculum", "curriculum_prioritized"]
 
 
 def test_an_arms_key_is_its_training_config() -> None:
@@ -108,9 +110,10 @@ def test_table_figures_on_hand_made_results(tmp_path) -> None:
     assert row["iteration_s"] == pytest.approx((3.5 + 5.0) / 2)  # rollout + score + train (+ sync) per iteration
     assert row["s_per_1k_sampled_tokens"] == pytest.approx(8.5 / 2000 * 1000)
     assert row["curve_means"] == {"reward/accuracy": pytest.approx(0.5)}
+    assert row["gain_per_minute"] == pytest.approx(25.0 / (8.5 / 60))  # +25 points in 8.5 s of iterations
     rows = [row, arm_row("b", result(0.25, 0.125), {}, ab.curves)]
     md = format_markdown(ab, rows, "kimi-rl ablate n")
-    assert "| a | 25.0 | 50.0 | +25.0 | 50.0 | 50.0 | 62.5 | 100.0 | 80.0 | 4.25 | 4.250 | 0.500 |" in md
+    assert "| a | 25.0 | 50.0 | +25.0 | 50.0 | 50.0 | 62.5 | 100.0 | 80.0 | 4.25 | 4.250 | 176.47 | 0.500 |" in md
     assert "| b | 25.0 | 12.5 | -12.5 |" in md and "k = 4" in md
     png = plot_curves(ab, {"a": scalars, "b": {}}, rows, tmp_path / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -128,7 +131,7 @@ def test_a_two_arm_ablation_runs_end_to_end_and_is_reused(tiny_model_dir, tmp_pa
         "    arms: {same: [algo=mirror_descent]}\n"))
     monkeypatch.setenv("KIMI_RL_CONF", str(conf))
     words = ["ablate", "tiny", f"model.path={tiny_model_dir}", "sft.enabled=false", f"run.dir={tmp_path / 'runs'}",
-             "data.levels=[1,2]", "data.train_per_level=20", "data.heldout_per_level=4", "rollout.prompts_per_iteration=2",
+             "data.levels=[1,2]", "data.curriculum=[]", "data.train_per_level=20", "data.heldout_per_level=4", "rollout.prompts_per_iteration=2",
              "rollout.samples_per_prompt=2", "rollout.max_response_tokens=16", "eval.samples=2",
              "eval.max_problems_per_level=2", "algo.minibatch_size=4", "trainer.threads=1"]
     assert main(words) == 0

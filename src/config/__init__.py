@@ -157,8 +157,12 @@ class AlgoConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
     reset_optimizer: bool = False
-    """Reset the optimizer state at the start of every iteration (the paper's choice). Off by default:
-    on the built-in task a fresh AdamW's sign-like first steps degraded the SFT model (measured)."""
+    """Reset the optimizer state at the start of every iteration (the paper's choice), in ``reset_scope``.
+    Off by default: on the built-in task a fresh AdamW's sign-like first steps degraded the SFT model (measured)."""
+    reset_scope: str = "all"
+    """What ``reset_optimizer`` resets (``rl.optim.reset_optimizer_state``): all (a fresh optimizer state) |
+    momentum (the first moment only: AdamW keeps its second moment and step count, so the first steps of an
+    iteration are gradient-sized, not sign-like)."""
     updates_per_iteration: int = 2
     """Passes over an iteration's rollouts (the mirror-descent tau term keeps later passes near pi_old).
     On the built-in task 2 passes over 64 prompts' rollouts beat 4 passes over 32 (measured): a fresh
@@ -205,6 +209,7 @@ class AlgoConfig:
         _one_of(self.minibatch_by, "algo.minibatch_by", ("group", "length"))
         _one_of(self.loss, "algo.loss", tuple(LOSSES.names()))
         _one_of(self.optimizer, "algo.optimizer", tuple(OPTIMIZERS.names()))
+        _one_of(self.reset_scope, "algo.reset_scope", ("all", "momentum"))  # rl.optim.RESET_SCOPES
         _check(0.0 <= self.momentum < 1.0, "algo.momentum", "must be in [0, 1)")
         _check(self.len_warmup_iterations >= 0, "algo.len_warmup_iterations", "must be >= 0")
         _check(self.len_reward_weight >= 0, "algo.len_reward_weight", "must be >= 0")
@@ -226,7 +231,7 @@ class RolloutConfig:
     """Generation engine: vllm (in-process, colocated) | hf (transformers generate)."""
     samples_per_prompt: int = 8
     """k: samples drawn per prompt (one group)."""
-    prompts_per_iteration: int = 64
+    prompts_per_iteration: int = 32
     """Iteration capacity in groups (per rank); with partial rollouts, fewer new prompts are drawn
     while the buffer holds unfinished ones."""
     temperature: float = 1.0
@@ -318,7 +323,7 @@ class TrainerConfig:
 class RLConfig:
     enabled: bool = True
     """Run the RL stage after the warm-up."""
-    iterations: int = 50
+    iterations: int = 40
     """RL iterations (rollout + update + weight sync)."""
     checkpoint_every: int = 10
     """Save a Lightning checkpoint every N iterations and at the end (0: only at the end); SIGINT (Ctrl-C) or

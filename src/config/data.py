@@ -67,7 +67,7 @@ class DataConfig:
     """Built-in task: most redundant re-check passes in a long-CoT trace."""
     correction_prob: float = 0.3
     """Built-in task: chance that a digit step shows an error and its correction."""
-    trace_format: str = "columns"
+    trace_format: str = "peel"
     """Built-in task: how a warm-up trace walks the columns: columns (each column's sum alone, ``8+1=9 c0``) |
     peel (each column headed by what is left of the operands, ``938+711: 8+1=9 c0 r9``; ``tasks.arithmetic.make_trace``)."""
     sampler: str = "prioritized"

@@ -20,6 +20,7 @@ from kimi_rl.distributed import (data_parallel_mesh, gather_rank_states, is_dist
 from kimi_rl.rl.losses import LOSSES, informative_rows
 from kimi_rl.models.modeling import shifted_token_logprobs
 from kimi_rl.registries import OPTIMIZERS
+from kimi_rl.rl.optim import reset_optimizer_state
 from kimi_rl.rl.iteration import Iteration
 from kimi_rl.rng import capture_rng, restore_rng  # noqa: F401  (kimi_rl.rl.module.capture_rng, as before)
 from kimi_rl.rollout.packing import RolloutBatch, group_minibatches, minibatches, pack_rows, packed_layout
@@ -116,8 +117,7 @@ class KimiRLModule(L.LightningModule):
         return OPTIMIZERS.get(self.algo.optimizer)(self.model.parameters(), self.algo)
 
     def _reset_optimizer_state(self) -> None:
-        opt = self.optimizers().optimizer
-        opt.state.clear()
+        reset_optimizer_state(self.optimizers().optimizer, self.algo.reset_scope)
 
     def _optimizer_state_steps(self) -> float:
         """Adam's step count in the optimizer state (0 for stateless SGD): with ``algo.reset_optimizer`` it equals

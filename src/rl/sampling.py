@@ -128,7 +128,8 @@ class PromptSampler:
                                  f"got {stage.iterations}")
             missing = sorted(set(stage.levels) - set(present))
             if missing:
-                raise ValueError(f"{key}.levels: no problems of level(s) {missing}; levels present: {present}")
+                raise ValueError(f"{key}.levels: no problems of level(s) {missing}; levels present: {present} (with "
+                                 "other data.levels, set data.curriculum too; data.curriculum=[] is one stage of all)")
             levels = (set(stage.levels) or set(present)) | {UNLABELLED}  # unlabelled rows: every stage
             pools.append([j for j, d in enumerate(self.difficulties) if d in levels])
         return pools

@@ -153,6 +153,7 @@ def test_names_and_sft_on_real_data_are_checked_before_training(tmp_path):
     ("model.max_position_embeddings=0", "model.max_position_embeddings"),
     ("trainer.precision=bogus", "trainer.precision"), ("trainer.num_nodes=0", "trainer.num_nodes"),
     ("trainer.threads=-1", "trainer.threads"), ("algo.max_grad_norm=-1", "algo.max_grad_norm"),
+    ("algo.reset_scope=half", "algo.reset_scope"),
     ("algo.clip_eps=0", "algo.clip_eps"), ("algo.repeat_penalty=0.5", "algo.repeat_penalty"),
     ("data.correction_prob=2", "data.correction_prob"), ("data.max_rechecks=-1", "data.max_rechecks"),
     ("data.heldout_fraction=-inf", "data.heldout_fraction"), ("eval.temperature=inf", "eval.temperature"),

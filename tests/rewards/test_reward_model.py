@@ -155,7 +155,7 @@ def made(tmp_path_factory, tiny_model_dir):
 
     root = tmp_path_factory.mktemp("rm")
     words = ["reward-model", "rollout=hf", f"model.path={tiny_model_dir}", "sft.enabled=false", f"run.dir={root}",
-             "data.levels=[1,2]", "data.train_per_level=20", "data.heldout_per_level=5",
+             "data.levels=[1,2]", "data.curriculum=[]", "data.train_per_level=20", "data.heldout_per_level=5",
              "rollout.max_response_tokens=24", "eval.max_problems_per_level=3", "reward_model.samples=2",
              "reward_model.train_problems_per_level=4", "reward_model.steps=3", "reward_model.judge_max_tokens=16",
              "reward_model.tokens_per_step=2048", "trainer.threads=1"]
@@ -190,7 +190,7 @@ def test_rl_trains_on_a_reward_model_and_evaluates_with_the_rule(made, tiny_mode
 
     root, out = made
     words = ["train", "rollout=hf", f"model.path={tiny_model_dir}", "sft.enabled=false", f"run.dir={root}",
-             "run.name=rl_rm", "data.levels=[1,2]", "data.train_per_level=20", "data.heldout_per_level=5",
+             "run.name=rl_rm", "data.levels=[1,2]", "data.curriculum=[]", "data.train_per_level=20", "data.heldout_per_level=5",
              "data.verifier=reward_model", f"data.verifier_options={{kind: classic, model: {out / 'classic'}}}",
              "rl.iterations=2", "rl.sample_log_every=0", "rollout.prompts_per_iteration=2",
              "rollout.samples_per_prompt=2", "rollout.max_response_tokens=24", "eval.samples=1",

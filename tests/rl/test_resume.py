@@ -51,7 +51,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_run(tiny_model_dir, tmp_pa
     SIGKILL inside an iteration with last.ckpt then truncated (a kill while writing: auto falls back to
     previous.ckpt, one iteration earlier), and Ctrl-C (SIGINT: the iteration finishes, a checkpoint is
     written, one line says so, exit 130, no traceback; the resumed run then writes the final model)."""
-    common = ["train", f"model.path={tiny_model_dir}", "sft.enabled=false", "data.levels=[1,2]",
+    common = ["train", f"model.path={tiny_model_dir}", "sft.enabled=false", "data.levels=[1,2]", "data.curriculum=[]",
               "data.train_per_level=60", "data.heldout_per_level=6", "rl.iterations=5", "rl.checkpoint_every=1",
               "rl.sample_log_every=0", "rollout.prompts_per_iteration=4", "rollout.samples_per_prompt=4",
               "rollout.max_response_tokens=16", "rollout.segment_tokens=8", "rollout.kv_cache_gib=0.25",
