@@ -184,7 +184,9 @@ def format_markdown(ablation: Ablation, rows: list[dict], command: str) -> str:
     k = next((r["k"] for r in rows if r["k"]), None)
     lines += ["", f"Held-out pass@1 and pass@k (k = {k}, the samples per problem) in %; levels: digits per operand; "
                   "tokens: mean held-out response tokens; s / iteration: an iteration's wall time, rollout to weight "
-                  "sync (held-out evaluations between iterations excluded); gain / min: pass@1 points gained per minute of RL iterations (arms compared at equal wall-clock); curves: means over the run's iterations.", "",
+                  "sync (held-out evaluations between iterations excluded); gain / min: pass@1 points gained per "
+                  "minute of RL iterations (arms compared at equal wall-clock); curves: means over the run's "
+                  "iterations.", "",
               "Arm folders (TensorBoard events in <folder>/tb/rl): "
               + "; ".join(f"{r['arm']}: {r['folder']}" for r in rows)]
     return "\n".join(lines) + "\n"

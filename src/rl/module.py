@@ -120,8 +120,9 @@ class KimiRLModule(L.LightningModule):
         reset_optimizer_state(self.optimizers().optimizer, self.algo.reset_scope)
 
     def _optimizer_state_steps(self) -> float:
-        """Adam's step count in the optimizer state (0 for stateless SGD): with ``algo.reset_optimizer`` it equals
-        this iteration's optimizer steps (the state was cleared at its start), otherwise it keeps counting."""
+        """Adam's step count in the optimizer state (0 for stateless SGD): with ``algo.reset_optimizer`` in scope
+        ``all`` it equals this iteration's optimizer steps (the state was cleared at its start), otherwise it keeps
+        counting."""
         opt = self.optimizers().optimizer
         return max((float(s["step"]) for s in opt.state.values() if "step" in s), default=0.0)
 
