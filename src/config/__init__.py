@@ -131,6 +131,10 @@ class SFTConfig:
         _check(self.weight_decay >= 0, "sft.weight_decay", f"must be >= 0, got {self.weight_decay}")
 
 
+RESET_SCOPES = ("all", "momentum")
+"""``algo.reset_scope`` values (``rl.optim.reset_optimizer_state``)."""
+
+
 @dataclass
 class AlgoConfig:
     loss: str = "mirror_descent"
@@ -209,7 +213,7 @@ class AlgoConfig:
         _one_of(self.minibatch_by, "algo.minibatch_by", ("group", "length"))
         _one_of(self.loss, "algo.loss", tuple(LOSSES.names()))
         _one_of(self.optimizer, "algo.optimizer", tuple(OPTIMIZERS.names()))
-        _one_of(self.reset_scope, "algo.reset_scope", ("all", "momentum"))  # rl.optim.RESET_SCOPES
+        _one_of(self.reset_scope, "algo.reset_scope", RESET_SCOPES)
         _check(0.0 <= self.momentum < 1.0, "algo.momentum", "must be in [0, 1)")
         _check(self.len_warmup_iterations >= 0, "algo.len_warmup_iterations", "must be >= 0")
         _check(self.len_reward_weight >= 0, "algo.len_reward_weight", "must be >= 0")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from kimi_rl.config import RESET_SCOPES
+
 
 def adamw(params, algo) -> torch.optim.Optimizer:
     """AdamW with ``algo.lr`` and ``algo.weight_decay``."""
@@ -13,9 +15,6 @@ def adamw(params, algo) -> torch.optim.Optimizer:
 def sgd(params, algo) -> torch.optim.Optimizer:
     """SGD with ``algo.lr``, ``algo.momentum`` and ``algo.weight_decay``."""
     return torch.optim.SGD(params, lr=algo.lr, momentum=algo.momentum, weight_decay=algo.weight_decay)
-
-
-RESET_SCOPES = ("all", "momentum")
 
 
 def reset_optimizer_state(opt: torch.optim.Optimizer, scope: str = "all") -> None:
