@@ -22,7 +22,8 @@ def rl_config(model_dir, tmp_path, **sections) -> Config:
     cfg.model = dataclasses.replace(cfg.model, path=str(model_dir))
     cfg.rollout = dataclasses.replace(cfg.rollout, prompts_per_iteration=8, samples_per_prompt=4,
                                       max_response_tokens=12, kv_cache_gib=0.25)
-    cfg.algo = dataclasses.replace(cfg.algo, lr=5e-3, minibatch_size=16, updates_per_iteration=1, reset_optimizer=True)
+    cfg.algo = dataclasses.replace(cfg.algo, lr=5e-3, minibatch_size=16, updates_per_iteration=1, reset_optimizer=True,
+                                   reset_scope="all")
     cfg.eval = dataclasses.replace(cfg.eval, samples=1, max_problems_per_level=8)
     cfg.rl = dataclasses.replace(cfg.rl, iterations=3, checkpoint_every=2, sample_log_every=1)
     for name, changes in sections.items():
