@@ -12,20 +12,23 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from kimi_rl.eval.evaluate import EvalResult, LevelStats, pass_k_values
+from kimi_rl.eval.evaluate import EvalResult, LevelStats, describe_samples, pass_k_values, samples_per_problem
 from kimi_rl.rollout.worker import RolloutWorker
 from kimi_rl.runs import log
 
 
 class HeldoutEval(Callback):
     def __init__(self, worker: RolloutWorker, problems, prompts: list[list[int]], samples: int,
-                 temperature: float, max_tokens: int, every: int = 0, verifier=None) -> None:
+                 temperature: float, max_tokens: int, every: int = 0, verifier=None,
+                 balance_levels: bool = False) -> None:
         """``verifier``: the verifier of held-out accuracy (None: the worker's reward verifier; see
-        ``eval.verifier``)."""
+        ``eval.verifier``); ``balance_levels``: ``eval.balance_levels`` (``samples_per_problem``)."""
         if samples < 1 or max_tokens < 1 or every < 0:
             raise ValueError("HeldoutEval: samples and max_tokens must be >= 1, every >= 0")
         self.worker, self.problems, self.prompts = worker, problems, prompts
         self.samples, self.temperature, self.max_tokens, self.every = samples, temperature, max_tokens, every
+        self.n = samples_per_problem(problems, samples, balance_levels)  # the same on every rank
+        self.level_n = {p.difficulty: n for p, n in zip(problems, self.n)}
         self.verifier = verifier
         self.results: dict[str, EvalResult] = {}
 
@@ -33,12 +36,12 @@ class HeldoutEval(Callback):
         """Evaluate (each rank its share); rank 0 says so in the run's log before and after (``when``)."""
         rank, world = trainer.global_rank, trainer.world_size
         if trainer.is_global_zero:
-            log(f"held-out eval{when}: {len(self.problems)} problems x {self.samples} samples, "
+            log(f"held-out eval{when}: {describe_samples(self.problems, self.n, self.samples)}, "
                 f"T={self.temperature}, up to {self.max_tokens} tokens")
         t0 = time.perf_counter()
         mine = list(range(rank, len(self.problems), world))
         local = self.worker.evaluate([self.problems[i] for i in mine], [self.prompts[i] for i in mine],
-                                     self.samples, self.temperature, self.max_tokens, self.verifier)
+                                     [self.n[i] for i in mine], self.temperature, self.max_tokens, self.verifier)
         res = self._reduce(local, trainer)
         if trainer.is_global_zero:
             levels = ", ".join(f"level {lv} {100 * s.accuracy:.1f}%" for lv, s in sorted(res.per_level.items()))
@@ -54,7 +57,7 @@ class HeldoutEval(Callback):
         for row, lv in enumerate(levels):
             s = local.per_level.get(lv)
             if s:
-                n = s.problems * self.samples
+                n = s.problems * self.level_n[lv]
                 per[row] = torch.tensor([s.problems, s.accuracy * n, s.mean_tokens * n], dtype=torch.float64)
         at_k = torch.tensor([local.problems] + [local.pass_at_k.get(k, 0.0) * local.problems for k in ks],
                             dtype=torch.float64)  # [1 + K]
@@ -65,12 +68,15 @@ class HeldoutEval(Callback):
         per_level = {}
         for row, lv in enumerate(levels):
             probs, correct, tokens = per[row].tolist()
-            n = max(probs * self.samples, 1)
-            per_level[lv] = LevelStats(problems=int(probs), accuracy=correct / n, mean_tokens=tokens / n)
-        total = max(float(per[:, 0].sum()) * self.samples, 1)
+            n = max(probs * self.level_n[lv], 1)
+            per_level[lv] = LevelStats(problems=int(probs), accuracy=correct / n, mean_tokens=tokens / n,
+                                       samples=self.level_n[lv])
+        # means over problems: a level weighs its problems, not its samples (``EvalResult.accuracy``)
+        total = max(sum(s.problems for s in per_level.values()), 1)
         problems = int(at_k[0])
         pass_at_k = {k: float(v) / problems for k, v in zip(ks, at_k[1:])} if problems else {}
-        return EvalResult(accuracy=float(per[:, 1].sum()) / total, mean_tokens=float(per[:, 2].sum()) / total,
+        return EvalResult(accuracy=sum(s.problems * s.accuracy for s in per_level.values()) / total,
+                          mean_tokens=sum(s.problems * s.mean_tokens for s in per_level.values()) / total,
                           per_level=per_level, samples=self.samples, pass_at_k=pass_at_k, problems=problems)
 
     def _log(self, trainer: L.Trainer, res: EvalResult, step: int) -> None:

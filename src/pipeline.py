@@ -21,7 +21,7 @@ from kimi_rl.tasks import PromptLimit, TaskData, heldout_verifier, load_task
 from kimi_rl.callbacks import (HeldoutEval, IterationCheckpoint, PartialRollout, ProgressLog, SampleLogger,
                                SaveHFModel, WeightSync)
 from kimi_rl.data.prompts import encode_prompts
-from kimi_rl.eval.evaluate import evaluate
+from kimi_rl.eval.evaluate import evaluate, samples_per_problem
 from kimi_rl.models.tokenizer import build_char_tokenizer
 from kimi_rl.rewards import make_verifier
 from kimi_rl.rl.datamodule import PromptDataModule
@@ -226,8 +226,9 @@ def evaluate_folder(cfg: Config, model_dir: Path, task: TaskData, name: str):
     verifier = make_verifier(*heldout_verifier(cfg.data, cfg.eval.verifier))
     try:
         with open_engine(cfg.rollout, model_dir, cfg.model, cfg.run.seed, max_len) as engine:
-            return evaluate(engine, tok, problems, prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
-                            max_tokens)
+            return evaluate(engine, tok, problems, prompts, verifier,
+                            samples_per_problem(problems, cfg.eval.samples, cfg.eval.balance_levels),
+                            cfg.eval.temperature, max_tokens)
     finally:
         close_verifier(verifier)
 
@@ -272,7 +273,7 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     module = KimiRLModule(policy, cfg.algo)
     worker = RolloutWorker(cfg.rollout, cfg.model, init_dir, verifier, cfg.run.seed, max_len, cfg.algo.repeat_penalty)
     heldout_eval = HeldoutEval(worker, heldout, heldout_prompts, cfg.eval.samples, cfg.eval.temperature, eval_tokens,
-                               cfg.rl.eval_every, eval_verifier)
+                               cfg.rl.eval_every, eval_verifier, cfg.eval.balance_levels)
     callbacks = [  # one iteration: rollout (batch start) -> update (module) -> weight sync (batch end)
         PartialRollout(worker, RecipeSchedule.from_config(cfg)),
         WeightSync(worker, cfg.rollout.weight_sync),

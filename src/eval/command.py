@@ -22,7 +22,8 @@ from kimi_rl.tasks.base import Problem
 from kimi_rl.config.loader import load_config
 from kimi_rl.data import DataFileError
 from kimi_rl.data.prompts import encode_prompts
-from kimi_rl.eval.evaluate import EvalResult, cap_per_level as cap, evaluate, format_summary, format_table
+from kimi_rl.eval.evaluate import (EvalResult, cap_per_level as cap, evaluate, format_summary, format_table,
+                                   describe_samples, samples_per_problem)
 from kimi_rl.models.modeling import check_model_folder, load_tokenizer, model_context
 from kimi_rl.pipeline import BASE_FORMAT, log, sft_key
 from kimi_rl.rewards import make_verifier
@@ -174,8 +175,9 @@ def evaluate_model(cfg: Config, spec: ModelSpec, problems: list[Problem], verifi
     max_tokens = cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens
     max_len = fit_context(spec, problems, prompts, max(map(len, prompts)) + max_tokens)
     with open_engine(cfg.rollout, spec.path, cfg.model, cfg.run.seed, max_len) as engine:
-        result = evaluate(engine, tok, problems, prompts, verifier, cfg.eval.samples, cfg.eval.temperature,
-                          max_tokens, cfg.rollout.top_p)
+        result = evaluate(engine, tok, problems, prompts, verifier,
+                          samples_per_problem(problems, cfg.eval.samples, cfg.eval.balance_levels),
+                          cfg.eval.temperature, max_tokens, cfg.rollout.top_p)
     return ModelEval(spec, result, time.perf_counter() - t0, _pop_outcomes(verifier))
 
 
@@ -201,6 +203,7 @@ def report_dict(cfg: Config, dataset: str, split: str, verifier: str, evals: lis
         "split": split,
         "verifier": verifier,
         "samples": cfg.eval.samples,
+        "balance_levels": cfg.eval.balance_levels,
         "temperature": cfg.eval.temperature,
         "max_response_tokens": cfg.eval.max_response_tokens or cfg.rollout.max_response_tokens,
         "engine": cfg.rollout.engine,
@@ -280,7 +283,8 @@ def run_eval(words: Sequence[str]) -> int:
     specs = resolve_models(args, cfg)
     problems, (verifier_name, verifier_options) = _load_problems(cfg, args.split)
     dataset, root = dataset_name(cfg.data), RunPaths(cfg.run.dir, cfg.run.name).root
-    log(f"eval on {dataset} ({args.split}): {len(problems)} problems x {cfg.eval.samples} samples, "
+    ns = samples_per_problem(problems, cfg.eval.samples, cfg.eval.balance_levels)
+    log(f"eval on {dataset} ({args.split}): {describe_samples(problems, ns, cfg.eval.samples)}, "
         f"T={cfg.eval.temperature}, engine {cfg.rollout.engine}, models: "
         + ", ".join(f"{s.name}={s.path}" for s in specs))
     verifier = make_verifier(verifier_name, verifier_options)

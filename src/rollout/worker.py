@@ -173,8 +173,8 @@ class RolloutWorker:
         save_tokenizer(self.tokenizer, folder)
         self.engine.rebuild(folder)
 
-    def evaluate(self, problems: Sequence[Problem], prompts: list[list[int]], samples: int, temperature: float,
-                 max_tokens: int, verifier=None):
+    def evaluate(self, problems: Sequence[Problem], prompts: list[list[int]], samples: int | Sequence[int],
+                 temperature: float, max_tokens: int, verifier=None):
         """This rank's held-out ``EvalResult`` with the rollout engine and ``verifier`` (None: the reward's) (no
         sleep after it: a rollout follows before any training)."""
         self.engine.wake_up()

@@ -10,7 +10,7 @@ import pytest
 from kimi_rl.cli import main
 from kimi_rl.config import Config, ConfigError, DataConfig
 from kimi_rl.eval.evaluate import (EvalResult, LevelStats, answer_key, evaluate, format_summary, format_table,
-                              pass_k_values, score_problems, vote_keys)
+                              pass_k_values, samples_per_problem, score_problems, vote_keys)
 from kimi_rl.eval.command import EvalArgs, ModelSpec, parse_eval_args, resolve_models, select_problems
 from kimi_rl.rollout.types import Generation
 from kimi_rl.tasks.base import Problem
@@ -34,8 +34,8 @@ def test_score_problems_hand_computed():
     assert r.majority == pytest.approx(1 / 3)
     assert r.mean_tokens == pytest.approx(430 / 12)
     assert r.p95_tokens == pytest.approx(89.0)  # 0.95 * 11 = 10.45 between 80 and 100
-    assert r.per_level[1] == LevelStats(2, pytest.approx(3 / 8), pytest.approx(15.0))
-    assert r.per_level[2] == LevelStats(1, 0.0, pytest.approx(77.5))
+    assert r.per_level[1] == LevelStats(2, pytest.approx(3 / 8), pytest.approx(15.0), 4)
+    assert r.per_level[2] == LevelStats(1, 0.0, pytest.approx(77.5), 4)
 
 
 def test_score_problems_without_answers_has_no_majority():
@@ -81,6 +81,58 @@ def test_evaluate_scores_and_votes_with_the_verifier():
     assert unboxed.majority == unboxed.accuracy == 1.0  # n=1: majority vote is pass@1
 
 
+class _ByPrompt:
+    """Returns responses[prompt[0]] for each prompt, checking that n matches; records each call's n."""
+
+    def __init__(self, responses):
+        self.responses, self.calls = responses, []
+
+    def generate(self, prompts, max_new_tokens, n, temperature, top_p):
+        self.calls.append(n)
+        assert all(len(self.responses[p[0]]) == n for p in prompts)
+        return [[Generation([ord(c) for c in t], [0.0] * len(t), "stop") for t in self.responses[p[0]]]
+                for p in prompts]
+
+
+def test_a_small_level_gets_more_samples_and_each_problem_counts_once():
+    """eval.balance_levels: level 1's one problem gets 2 x ceil(2 / 1) = 4 samples, level 2's two problems 2 each;
+    pass@1 and tokens are means over problems, pass@k stops at the base n; one engine call per n."""
+    from kimi_rl.rewards import VERIFIERS
+
+    probs = [PROBLEMS[0], Problem("b", "1+1", "2", 2), Problem("c", "9+9", "18", 2)]
+    ns = samples_per_problem(probs, 2, True)
+    assert ns == [4, 2, 2] and samples_per_problem(probs, 2, False) == [2, 2, 2]
+    engine = _ByPrompt([[r"\boxed{5}", "x", "x", "x"], [r"\boxed{2}", r"\boxed{2}"], ["x", "x"]])
+    r = evaluate(engine, _CharTok(), probs, [[0], [1], [2]], VERIFIERS.get("arithmetic")(), ns, 1.0, 50)
+    assert engine.calls == [2, 4]
+    assert r.accuracy == pytest.approx((1 / 4 + 1 + 0) / 3)  # not the 3 / 8 of all samples pooled
+    assert r.samples == 2 and set(r.pass_at_k) == {1, 2}
+    assert r.pass_at_k[2] == pytest.approx((1 - 3 / 6 + 1 + 0) / 3)  # problem a: 1 - C(3,2)/C(4,2)
+    assert r.mean_tokens == pytest.approx((12 / 4 + 9 + 1) / 3)  # "\boxed{5}" is 9 characters, "x" one
+    assert r.per_level[1] == LevelStats(1, 0.25, 3.0, 4) and r.per_level[2] == LevelStats(2, 0.5, 5.0, 2)
+    with pytest.raises(ValueError, match="2 sample counts for 3 problems"):
+        evaluate(engine, _CharTok(), probs, [[0], [1], [2]], VERIFIERS.get("arithmetic")(), [4, 2], 1.0, 50)
+
+
+def test_heldout_eval_reduces_per_level_n_to_the_single_process_figures():
+    """The RL run's held-out eval sums counts across ranks with each level's own n: on one rank it must give
+    evaluate's figures back."""
+    from types import SimpleNamespace
+
+    from kimi_rl.callbacks import HeldoutEval
+
+    probs = [PROBLEMS[0], Problem("b", "1+1", "2", 2), Problem("c", "9+9", "18", 2)]
+    he = HeldoutEval(None, probs, [[0], [1], [2]], 2, 1.0, 50, balance_levels=True)
+    assert he.n == [4, 2, 2]
+    correct = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+    lengths = [[9, 1, 1, 1], [9, 9], [1, 1]]
+    local = score_problems(probs, lengths, correct, 2)
+    got = he._reduce(local, SimpleNamespace(world_size=1))
+    assert got.accuracy == pytest.approx(local.accuracy) and got.mean_tokens == pytest.approx(local.mean_tokens)
+    assert got.pass_at_k == pytest.approx(local.pass_at_k) and got.problems == 3
+    assert got.per_level == pytest.approx(local.per_level)
+
+
 def test_sample_and_score_keeps_each_problems_samples_together():
     """One engine call, one verifier call over the flattened texts, split back per problem; a response cut at the
     budget is wrong only when asked (RL, long2short), not in evaluation."""
@@ -107,7 +159,7 @@ def test_sample_and_score_keeps_each_problems_samples_together():
 
 
 def _result(acc: float, tokens: float) -> EvalResult:
-    return EvalResult(acc, tokens, {1: LevelStats(2, acc, tokens)}, 4, {1: acc, 4: 0.75}, 0.5, 2 * tokens, 2)
+    return EvalResult(acc, tokens, {1: LevelStats(2, acc, tokens, 4)}, 4, {1: acc, 4: 0.75}, 0.5, 2 * tokens, 2)
 
 
 def test_format_summary_and_table():
@@ -122,7 +174,7 @@ def test_format_summary_and_table():
 def test_to_dict_is_json():
     d = json.loads(json.dumps(_result(0.5, 10.0).to_dict()))
     assert d["pass_at_k"] == {"1": 0.5, "4": 0.75} and d["majority_vote"] == 0.5 and d["p95_tokens"] == 20.0
-    assert d["per_level"]["1"] == {"problems": 2, "accuracy": 0.5, "mean_tokens": 10.0}
+    assert d["per_level"]["1"] == {"problems": 2, "accuracy": 0.5, "mean_tokens": 10.0, "samples": 4}
 
 
 def test_parse_eval_args():
