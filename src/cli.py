@@ -27,7 +27,7 @@ COMMANDS = {
 
 def cmd_sft(overrides: list[str]) -> int:
     from kimi_rl.config.loader import load_config
-    from kimi_rl.eval.evaluate import format_table
+    from kimi_rl.eval.evaluate import format_table, samples_phrase
     from kimi_rl.pipeline import base_model, evaluate_folder, log, prepare, run_sft, write_eval
 
     cfg = load_config(overrides)
@@ -38,7 +38,8 @@ def cmd_sft(overrides: list[str]) -> int:
     if is_rank_zero():
         res = {"sft": evaluate_folder(cfg, model_dir, task, "sft")}
         write_eval(paths, res, "eval_sft.json")
-        log(f"held-out accuracy (pass@1 over {cfg.eval.samples} samples, T={cfg.eval.temperature}):\n"
+        log(f"held-out accuracy (pass@1 over {samples_phrase(res.values(), cfg.eval.samples)}, "
+            f"T={cfg.eval.temperature}):\n"
             + format_table(res))
         log(f"SFT model: {model_dir}")
     return 0
@@ -46,7 +47,7 @@ def cmd_sft(overrides: list[str]) -> int:
 
 def cmd_train(overrides: list[str]) -> int:
     from kimi_rl.config.loader import load_config
-    from kimi_rl.eval.evaluate import format_summary, format_table
+    from kimi_rl.eval.evaluate import format_summary, format_table, samples_phrase
     from kimi_rl.pipeline import log, train
 
     cfg = load_config(overrides)
@@ -56,7 +57,8 @@ def cmd_train(overrides: list[str]) -> int:
         return 0
     if done.results:
         named = {f"{k} RL": v for k, v in done.results.items()}
-        log(f"held-out pass@1 over {cfg.eval.samples} samples at T={cfg.eval.temperature}, before and after RL:\n"
+        log(f"held-out pass@1 over {samples_phrase(named.values(), cfg.eval.samples)} at T={cfg.eval.temperature}, "
+            "before and after RL:\n"
             + format_table(named) + "\n" + format_summary(named))
     log(f"final model: {done.final}\nTensorBoard: make tensorboard (logs in {done.paths.root / 'tb'})")
     return 0
@@ -135,14 +137,15 @@ def cmd_reward_model(overrides: list[str]) -> int:
 def cmd_long2short(overrides: list[str]) -> int:
     """``kimi-rl long2short [overrides] [long2short.KEY=VALUE]`` (see kimi_rl.long2short.stages)."""
     from kimi_rl.config.loader import load_config
-    from kimi_rl.eval.evaluate import format_table
+    from kimi_rl.eval.evaluate import format_table, samples_phrase
     from kimi_rl.long2short.report import format_rows
     from kimi_rl.long2short.stages import run_long2short
     from kimi_rl.pipeline import log
 
     cfg = load_config(overrides)
     report = run_long2short(cfg, cfg.long2short)
-    log(f"held-out pass@1 over {cfg.eval.samples} samples at T={cfg.eval.temperature}:\n" + format_rows(report.rows))
+    log(f"held-out pass@1 over {samples_phrase(report.results.values(), cfg.eval.samples)} at "
+        f"T={cfg.eval.temperature}:\n" + format_rows(report.rows))
     log("per level:\n" + format_table(report.results))
     log(f"table: {report.table_path}\nplot: {report.plot_path}")
     return 0

@@ -6,7 +6,7 @@ their text (whitespace removed), not by mathematical equivalence, and all verifi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from kimi_rl.tasks.base import Problem
 from kimi_rl.eval.metrics import MajorityVote, MeanTokens, PassAtK, PerLevelAccuracy, TokenPercentile
@@ -106,6 +106,16 @@ def describe_samples(problems: Sequence[Problem], ns: Sequence[int], samples: in
     more = ", ".join(f"level {lv}: {n}" for lv, n in sorted({(p.difficulty, n) for p, n in zip(problems, ns)
                                                              if n != samples}))
     return f"{len(problems)} problems x {samples} samples" + (f" ({more})" if more else "")
+
+
+def samples_phrase(results: Iterable[EvalResult], samples: int) -> str:
+    """``"4 samples (level 1: 20)"``: what the results' per-level figures rest on, for a report's heading.
+
+    >>> samples_phrase([EvalResult(0.5, 9.0, {1: LevelStats(20, 0.5, 9.0, 20), 2: LevelStats(100, 0.5, 9.0, 4)})], 4)
+    '4 samples (level 1: 20)'
+    """
+    more = sorted({(lv, s.samples) for r in results for lv, s in r.per_level.items() if s.samples not in (0, samples)})
+    return f"{samples} samples" + (f" ({', '.join(f'level {lv}: {n}' for lv, n in more)})" if more else "")
 
 
 def pass_k_values(n: int) -> list[int]:
