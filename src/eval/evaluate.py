@@ -103,9 +103,8 @@ def describe_samples(problems: Sequence[Problem], ns: Sequence[int], samples: in
     >>> describe_samples([Problem("a", "", "", 1), Problem("b", "", "", 2)], [16, 4], 4)
     '2 problems x 4 samples (level 1: 16)'
     """
-    more = ", ".join(f"level {lv}: {n}" for lv, n in sorted({(p.difficulty, n) for p, n in zip(problems, ns)
-                                                             if n != samples}))
-    return f"{len(problems)} problems x {samples} samples" + (f" ({more})" if more else "")
+    return f"{len(problems)} problems x {samples} samples" + _levels_note(
+        zip((p.difficulty for p in problems), ns), samples)
 
 
 def samples_phrase(results: Iterable[EvalResult], samples: int) -> str:
@@ -114,8 +113,14 @@ def samples_phrase(results: Iterable[EvalResult], samples: int) -> str:
     >>> samples_phrase([EvalResult(0.5, 9.0, {1: LevelStats(20, 0.5, 9.0, 20), 2: LevelStats(100, 0.5, 9.0, 4)})], 4)
     '4 samples (level 1: 20)'
     """
-    more = sorted({(lv, s.samples) for r in results for lv, s in r.per_level.items() if s.samples not in (0, samples)})
-    return f"{samples} samples" + (f" ({', '.join(f'level {lv}: {n}' for lv, n in more)})" if more else "")
+    return f"{samples} samples" + _levels_note(
+        ((lv, s.samples) for r in results for lv, s in r.per_level.items()), samples)
+
+
+def _levels_note(level_n: Iterable[tuple[int, int]], samples: int) -> str:
+    """``" (level 1: 20)"``: the (level, n) pairs whose n is neither ``samples`` nor 0 (not recorded); "" if none."""
+    more = sorted({(lv, n) for lv, n in level_n if n not in (0, samples)})
+    return f" ({', '.join(f'level {lv}: {n}' for lv, n in more)})" if more else ""
 
 
 def pass_k_values(n: int) -> list[int]:
