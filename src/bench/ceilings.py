@@ -9,6 +9,8 @@
 - one short real RL run: each stage's share of the iteration (rollout, scoring, reference log-probs, update,
   weight sync, the rest inside the iteration) and Lightning's time between iterations; the same run again with
   right-padded rows instead of packed ones (``algo.pack_sequences``) for the update's ratio;
+- the libraries vLLM asks to preload (Intel OpenMP, tcmalloc), with and without, on the same model
+  (``kimi_rl.bench.preload``: child processes, ``bench.preload_rounds``);
 - the same for a real model beside it (``bench.real_model``, SmolLM2-135M-Instruct when ``kimi-rl import-smollm2``
   has written it; its RL run is its preset's, ``bench.real_model_preset``), the two in columns: each stage's
   tokens/s and its ratio to that model's own ceiling.
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from kimi_rl.bench.preload import compare, format_preload
 from kimi_rl.hardware import cpu_info
 
 
@@ -166,13 +169,30 @@ def run(cfg) -> dict:
             "padded_s": padded["stages_s"]["update"] + padded["stages_s"]["reference logp"],
             "packed_train_tokens_per_s": result["iteration"]["train_tokens_per_s"],
             "padded_train_tokens_per_s": padded["train_tokens_per_s"]}
+        result["preload"] = preload_comparison(cfg, folder, dtype, threads)
     result["real_model"] = real_model_ceilings(cfg, dtype, peaks, threads)
     print(format_ceilings(result), flush=True)
+    if "variants" in result["preload"]:
+        print(format_preload(result["preload"]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"JSON: {out}")
     return result
+
+
+def preload_comparison(cfg, folder: Path, dtype: str, threads: int) -> dict:
+    """``kimi_rl.bench.preload``: the libraries vLLM asks to preload, with and without, on ``folder``'s model
+    (``bench.preload_rounds`` rounds of child processes; 0 skips it)."""
+    args = cfg.bench
+    if not args.preload_rounds:
+        return {"skipped": "bench.preload_rounds is 0"}
+    print(f"LD_PRELOAD variants: {args.preload_rounds} rounds of child processes", flush=True)
+    spec = {"model": str(folder), "dtype": dtype, "threads": threads, "prompts": args.preload_prompts,
+            "samples": args.ceiling_samples, "max_tokens": args.ceiling_max_response_tokens,
+            "kv_cache_gib": cfg.rollout.kv_cache_gib, "train_rows": args.train_rows,
+            "train_seq_len": args.train_seq_len, "train_steps": args.train_steps, "seed": args.seed}
+    return compare(spec, args.preload_rounds)
 
 
 def iteration_overrides(folder: Path, dtype: str, threads: int, prompts: int, samples: int, max_tokens: int) -> list[str]:
@@ -189,11 +209,10 @@ def model_ceilings(cfg, folder: Path, dtype: str, peaks: dict, threads: int, pro
     rollout buffer's path on the same batch (the preset's prompts when given, else the built-in task's), and a
     short real RL run (``experiment=preset`` when given), with
     the RL run's rollout and training tokens/s as ratios of the engine alone and of the bare training step."""
-    from kimi_rl.config import DataConfig, ModelConfig, RolloutConfig
+    from kimi_rl.config import ModelConfig, RolloutConfig
     from kimi_rl.data.prompts import encode_prompts
     from kimi_rl.models.modeling import eos_ids, load_tokenizer
     from kimi_rl.rollout import open_engine
-    from kimi_rl.tasks.arithmetic import make_problems
 
     args = cfg.bench
     result: dict = {}
@@ -214,8 +233,7 @@ def model_ceilings(cfg, folder: Path, dtype: str, peaks: dict, threads: int, pro
         picked = random.Random(args.seed).sample(train, min(prompts_n, len(train)))  # across the preset's tasks
         prompts = encode_prompts(picked, tok, data)
     else:
-        train, _ = make_problems([1, 2, 3, 4], prompts_n, 1, seed=args.seed)
-        prompts = encode_prompts(train[::4][:prompts_n], tok, DataConfig())
+        prompts = task_prompts(tok, prompts_n, args.seed)
     max_len = max(len(p) for p in prompts) + max_tokens + 8
     with open_engine(RolloutConfig(engine="vllm", kv_cache_gib=cfg.rollout.kv_cache_gib), folder,
                      ModelConfig(path=str(folder), dtype=dtype), args.seed, max_len) as engine:
@@ -228,6 +246,16 @@ def model_ceilings(cfg, folder: Path, dtype: str, peaks: dict, threads: int, pro
         "training_in_rl_over_bare_step": it["train_tokens_per_s"] / max(result["train_rl_minibatch"]["tokens_per_s"], 1e-9),
         "train_step_share_of_peak": result["train_rl_minibatch"]["share_of_peak"]}
     return result
+
+
+def task_prompts(tok, n: int, seed: int) -> list[list[int]]:
+    """``n`` encoded prompts of the built-in task, levels 1-4 in turn."""
+    from kimi_rl.config import DataConfig
+    from kimi_rl.data.prompts import encode_prompts
+    from kimi_rl.tasks.arithmetic import make_problems
+
+    train, _ = make_problems([1, 2, 3, 4], n, 1, seed=seed)
+    return encode_prompts(train[::4][:n], tok, DataConfig())
 
 
 def real_model_ceilings(cfg, dtype: str, peaks: dict, threads: int) -> dict:

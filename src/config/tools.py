@@ -251,6 +251,12 @@ class BenchConfig:
     """Ceilings: iterations of the real model's short RL run (the first is not counted)."""
     real_model_train_steps: int = 2
     """Ceilings: the real model's timed training steps (the fastest counts)."""
+    preload_rounds: int = 2
+    """Ceilings: rounds of the LD_PRELOAD comparison (``kimi_rl.bench.preload``: vLLM's engine alone and a training
+    step in child processes without and with Intel OpenMP / tcmalloc preloaded, each library found on this
+    machine); 0: off."""
+    preload_prompts: int = 32
+    """Ceilings: prompts of the LD_PRELOAD comparison's batch (x ``ceiling_samples``, ``ceiling_max_response_tokens``)."""
     out: str = "runs/bench/ceilings.json"
     """Ceilings: JSON output."""
 
@@ -259,7 +265,8 @@ class BenchConfig:
         _check(0 < self.eos_prob < 1, "bench.eos_prob", f"must be in (0, 1), got {self.eos_prob}")
         _at_least(self, "bench", 1, "max_response_tokens", "segment_tokens", "prompts_per_iteration",
                   "samples_per_prompt", "target_tokens", "hidden_size", "num_layers", "sandbox_runs")
-        _at_least(self, "bench", 0, "threads", "seed", "sandbox_workers")
+        _at_least(self, "bench", 0, "threads", "seed", "sandbox_workers", "preload_rounds")
+        _at_least(self, "bench", 1, "preload_prompts")
         _at_least(self, "bench", 1, "ceiling_prompts", "ceiling_samples", "ceiling_max_response_tokens", "train_rows",
                   "train_seq_len", "train_steps")
         _at_least(self, "bench", 2, "ceiling_rl_iterations", "real_model_rl_iterations")

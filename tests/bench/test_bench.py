@@ -29,7 +29,7 @@ def test_a_small_bench_prints_both_tables(capsys, tmp_path):
                    "bench.train_rows=2", "bench.train_seq_len=32", "bench.train_steps=1", "bench.target_tokens=300", "bench.max_response_tokens=32", "bench.segment_tokens=8",
                    "bench.prompts_per_iteration=4", "bench.samples_per_prompt=2",
                    "bench.num_layers=1", "bench.threads=1", "bench.sandbox_runs=2", "bench.sandbox_workers=1",
-                   "bench.sandbox_backends=[]", f"bench.real_model={tmp_path / 'absent'}"])
+                   "bench.sandbox_backends=[]", f"bench.real_model={tmp_path / 'absent'}", "bench.preload_rounds=0"])
     out = capsys.readouterr().out
     assert "ratio full/partial mean iteration time" in out and "partial (8)" in out
     assert "Sandboxed executions of a trivial Python program (2 runs, 1 workers" in out
@@ -50,6 +50,7 @@ def test_a_small_bench_prints_both_tables(capsys, tmp_path):
     assert ceilings["update_layouts"]["packed_s"] > 0 and ceilings["update_layouts"]["padded_s"] > 0
     assert ceilings["real_model"]["skipped"].endswith("no model folder there (kimi-rl import-smollm2 writes it)")
     assert "real model: skipped (bench.real_model " in out
+    assert ceilings["preload"] == {"skipped": "bench.preload_rounds is 0"}  # its child processes: test_preload.py
     assert ceilings["ratios"]["rollout_in_rl_over_engine_alone"] > 0
 
 
