@@ -84,16 +84,20 @@ def train_step_gflops(model_dir: Path, rows: int, seq_len: int, steps: int, dtyp
             "gflops": flops / step_s / 1e9}
 
 
+def engine_alone(engine, prompts: list[list[int]], k: int, max_tokens: int) -> tuple[int, float]:
+    """The engine alone generating ``k`` samples of each prompt (T=1) after a short warm-up: (tokens, seconds)."""
+    engine.generate(prompts[:2], 8, n=1, temperature=1.0, top_p=1.0)  # warm-up
+    t0 = time.perf_counter()
+    out = engine.generate(prompts, max_tokens, n=k, temperature=1.0, top_p=1.0)
+    return sum(len(g.token_ids) for samples in out for g in samples), time.perf_counter() - t0
+
+
 def rollout_ceiling(engine, prompts: list[list[int]], k: int, max_tokens: int, eos: list[int]) -> dict:
     """Tokens/s of the engine alone (``n = k`` per prompt) and of the rollout buffer's path on the same batch."""
     from kimi_rl.rollout.buffer import RolloutBuffer
     from kimi_rl.tasks.base import Problem
 
-    engine.generate(prompts[:2], 8, n=1, temperature=1.0, top_p=1.0)  # warm-up
-    t0 = time.perf_counter()
-    out = engine.generate(prompts, max_tokens, n=k, temperature=1.0, top_p=1.0)
-    alone_s = time.perf_counter() - t0
-    alone_tokens = sum(len(g.token_ids) for samples in out for g in samples)
+    alone_tokens, alone_s = engine_alone(engine, prompts, k, max_tokens)
     buffer = RolloutBuffer()
     problems = [Problem(uid=str(i), question="", answer="") for i in range(len(prompts))]
     buffer.add_groups(problems, prompts, k, 0)

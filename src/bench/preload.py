@@ -66,11 +66,9 @@ def child_env(preload: str) -> dict[str, str]:
 def measure(spec: dict) -> dict:
     """In this process: the engine alone generating ``spec``'s batch, and the fastest of its training steps."""
     threads, folder = spec["threads"], Path(spec["model"])
-    import time
-
     import torch
 
-    from kimi_rl.bench.ceilings import task_prompts, train_step_gflops
+    from kimi_rl.bench.ceilings import engine_alone, task_prompts, train_step_gflops
     from kimi_rl.config import ModelConfig, RolloutConfig
     from kimi_rl.models.modeling import load_tokenizer
     from kimi_rl.rollout import open_engine
@@ -81,11 +79,7 @@ def measure(spec: dict) -> dict:
     max_len = max(len(p) for p in prompts) + spec["max_tokens"] + 8
     with open_engine(RolloutConfig(engine="vllm", kv_cache_gib=spec["kv_cache_gib"]), folder,
                      ModelConfig(path=str(folder), dtype=spec["dtype"]), spec["seed"], max_len) as engine:
-        engine.generate(prompts[:2], 8, n=1, temperature=1.0, top_p=1.0)  # warm-up
-        t0 = time.perf_counter()
-        out = engine.generate(prompts, spec["max_tokens"], n=spec["samples"], temperature=1.0, top_p=1.0)
-        seconds = time.perf_counter() - t0
-    tokens = sum(len(g.token_ids) for samples in out for g in samples)
+        tokens, seconds = engine_alone(engine, prompts, spec["samples"], spec["max_tokens"])
     return {"rollout_tokens_per_s": tokens / seconds, "rollout_tokens": tokens,
             "train_tokens_per_s": train["tokens_per_s"], "train_gflops": train["gflops"],
             "ld_preload": os.environ.get("LD_PRELOAD", "")}
