@@ -8,12 +8,14 @@ second (``kimi_rl.bench.sandbox``, 2.6.4). Settings are the ``bench.*`` section 
 from __future__ import annotations
 
 from typing import Optional, Sequence
-from kimi_rl.bench import ceilings, rollout as bench_rollout, sandbox as sandbox_bench
-from kimi_rl.config.loader import load_config
 
 
 def main(overrides: Optional[Sequence[str]] = None) -> int:
     """Run the benchmarks and print their tables; the exit status is the worse of the rollout and sandbox ones."""
+    # imported here, not at the top: the preload children (python -m kimi_rl.bench.preload) start without them
+    from kimi_rl.bench import ceilings, rollout as bench_rollout, sandbox as sandbox_bench
+    from kimi_rl.config.loader import load_config
+
     cfg = load_config(list(overrides or []))
     opts = cfg.bench
     if opts.ceilings:
