@@ -1,7 +1,9 @@
 """Benchmark: the libraries vLLM asks to have preloaded (Intel OpenMP, tcmalloc), with and without, in one run.
 
 vLLM's CPU worker warns at start that ``libiomp`` (and tcmalloc) are not in ``LD_PRELOAD`` "for best
-performance". A preload only takes effect when a process starts, so each variant is a child process
+performance". (When ``LD_PRELOAD`` names no OpenMP runtime, vLLM itself sets it to torch's libgomp, plus a
+tcmalloc bundled in its wheel if there is one, for the processes it starts: the "none" variant is that default.)
+A preload only takes effect when a process starts, so each variant is a child process
 (``python -m kimi_rl.bench.preload``) that times the same two things on the same model: the engine alone
 generating one batch (rollout tokens/s) and a forward + backward + AdamW step (training tokens/s). The variants
 run in rounds, each round in another order, and the best of each counts, so drift in the machine's speed
@@ -25,9 +27,14 @@ LIBRARIES = {
 
 
 def search_dirs() -> list[Path]:
-    """Where the libraries are looked for: the environment's own lib/ first, then the system's."""
-    return [Path(sys.prefix) / "lib", Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib64"), Path("/usr/lib"),
-            Path("/usr/local/lib")]
+    """Where the libraries are looked for: the environment's own lib/ first, vLLM's bundled libs/ (where its
+    wheel has one), then the system's."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vllm")  # finds the package without importing it
+    vllm_libs = [Path(spec.origin).parent / "libs"] if spec and spec.origin else []
+    return [Path(sys.prefix) / "lib", *vllm_libs, Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib64"),
+            Path("/usr/lib"), Path("/usr/local/lib")]
 
 
 def find_libraries(dirs: Optional[list[Path]] = None) -> dict[str, Optional[Path]]:
@@ -66,6 +73,7 @@ def child_env(preload: str) -> dict[str, str]:
 def measure(spec: dict) -> dict:
     """In this process: the engine alone generating ``spec``'s batch, and the fastest of its training steps."""
     threads, folder = spec["threads"], Path(spec["model"])
+    started_with = os.environ.get("LD_PRELOAD", "")  # vLLM sets its own for its engine process when this is empty
     import torch
 
     from kimi_rl.bench.ceilings import engine_alone, task_prompts, train_step_gflops
@@ -82,7 +90,7 @@ def measure(spec: dict) -> dict:
         tokens, seconds = engine_alone(engine, prompts, spec["samples"], spec["max_tokens"])
     return {"rollout_tokens_per_s": tokens / seconds, "rollout_tokens": tokens,
             "train_tokens_per_s": train["tokens_per_s"], "train_gflops": train["gflops"],
-            "ld_preload": os.environ.get("LD_PRELOAD", "")}
+            "ld_preload": started_with, "ld_preload_at_end": os.environ.get("LD_PRELOAD", "")}
 
 
 def run_child(spec: dict, preload: str, timeout_s: float = 900.0) -> dict:
