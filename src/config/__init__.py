@@ -144,6 +144,11 @@ class AlgoConfig:
     built-in task 0.5 beat 0.1 and 0.01 (``make ablate NAME=mirror_descent_tau``, README)."""
     baseline: str = "mean"
     """Mirror descent baseline: mean (group mean reward) | logmeanexp (tau log mean exp(r/tau))."""
+    advantage_scale: str = "group_std"
+    """Mirror descent: group_std ((r_j - b) / (std of the group's rewards + 1e-6), GRPO's scaling; not in the
+    paper: its loss with each prompt's rewards in units of their own spread, i.e. a per-prompt reward scale
+    against tau) | none (the paper's Eq. 3: r_j - b). group_std is the default: over the default's 40
+    iterations it gained +22.8 / +32.1 held-out points (two seeds) against none's +20.9 / +24.6 (README)."""
     length_normalize: bool = False
     """Use the mean instead of the sum of token log-probs as a sample's logp (mirror_descent and rest)."""
     clip_eps: float = 0.2
@@ -208,6 +213,7 @@ class AlgoConfig:
         _finite(self, "algo")
         _check(self.tau > 0, "algo.tau", "must be positive")
         _one_of(self.baseline, "algo.baseline", ("mean", "logmeanexp"))
+        _one_of(self.advantage_scale, "algo.advantage_scale", ("none", "group_std"))
         _one_of(self.len_schedule, "algo.len_schedule", ("constant", "linear"))
         _check(self.lr > 0, "algo.lr", "must be positive")
         _check(self.updates_per_iteration >= 1, "algo.updates_per_iteration", "must be >= 1")

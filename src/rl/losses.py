@@ -1,7 +1,9 @@
 """Policy losses by name (``algo.loss``): k1.5 mirror descent and the GRPO / RLOO / ReST baselines.
 
-Departs from the paper only by offering a length-normalised logp (``algo.length_normalize``)
-and the exact ``tau log mean exp(r / tau)`` baseline beside the group mean (paper section 2.3.2).
+Mirror descent departs from the paper's Eq. 3 by default in one place: its advantages are divided by the
+group's reward std (``algo.advantage_scale: group_std``; ``none`` is the paper's). It also offers a
+length-normalised logp (``algo.length_normalize``) and the exact ``tau log mean exp(r / tau)`` baseline beside
+the group mean (paper section 2.3.2).
 """
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ class PolicyLoss(Protocol):
                  cfg: AlgoConfig) -> LossOutput: ...
 
 
+
+
+GROUP_STD_EPS = 1e-6
+"""Added to a group's reward std before dividing by it (GRPO, ``advantage_scale: group_std``): an all-equal
+group gives 0, not NaN."""
 
 
 class GroupStats(NamedTuple):
@@ -131,15 +138,23 @@ class MirrorDescentLoss:
         loss_j = -(r_j - b) * logp_j + (tau / 2) * (logp_j - logp_old_j)^2
 
     b = mean_j r_j (``baseline: mean``) or tau * log mean_j exp(r_j / tau) (``logmeanexp``).
-    The loss is the mean over the minibatch's samples. Terms: ``policy`` = mean(-adv * logp),
+    With ``advantage_scale: group_std`` (the default; not in the paper) r_j - b is divided by std(r) + 1e-6,
+    the sample std of the group's rewards, as in GRPO: the paper's loss with each prompt's rewards in units of
+    their own spread (a group with one success in 8 gives it 0.875 / 0.354 = 2.47, not 0.875). The loss is the mean over the minibatch's samples. Terms: ``policy`` = mean(-adv * logp),
     ``kl`` = mean((tau / 2)(logp - logp_old)^2).
     """
 
     def advantages(self, rewards: Tensor, group_index: Tensor, cfg: AlgoConfig) -> Tensor:
-        """``r_j - b`` with the configured baseline b of the sample's group; [N] -> [N]."""
+        """``r_j - b`` with the configured baseline b of the sample's group, over the group's reward std
+        when ``advantage_scale`` is group_std; [N] -> [N]."""
+        stats = group_stats(rewards, group_index)
         if cfg.baseline == "logmeanexp":
-            return rewards - group_logmeanexp(rewards, group_index, cfg.tau)
-        return (rewards.double() - group_stats(rewards, group_index).mean).to(rewards.dtype)
+            adv = rewards.double() - group_logmeanexp(rewards, group_index, cfg.tau).double()  # [N]
+        else:
+            adv = rewards.double() - stats.mean  # [N]
+        if cfg.advantage_scale == "group_std":
+            adv = adv / (stats.std + GROUP_STD_EPS)
+        return adv.to(rewards.dtype)
 
     def __call__(self, token_logp: Tensor, token_logp_old: Tensor, mask: Tensor, adv: Tensor,
                  cfg: AlgoConfig) -> LossOutput:
@@ -165,7 +180,7 @@ class GRPOLoss:
     ``ratio_mean`` (mean rho over masked tokens).
     """
 
-    eps: float = 1e-6
+    eps: float = GROUP_STD_EPS
     """Added to the group std so all-equal groups give 0, not NaN."""
 
     def advantages(self, rewards: Tensor, group_index: Tensor, cfg: AlgoConfig) -> Tensor:

@@ -84,6 +84,8 @@ def test_bad_type_names_key_and_type():
 def test_bad_value_names_key():
     with pytest.raises(ConfigError, match="algo.baseline"):
         load_config(["algo.baseline=median"])
+    with pytest.raises(ConfigError, match="algo.advantage_scale"):
+        load_config(["algo.advantage_scale=std"])
     with pytest.raises(ConfigError, match="rollout.segment_tokens.*larger"):
         load_config(["rollout.segment_tokens=999", "rollout.max_response_tokens=100"])
     with pytest.raises(ConfigError, match="rollout.segment_tokens.*positive"):

@@ -44,17 +44,34 @@ def test_sequence_logp_sum_and_mean() -> None:
 def test_mirror_descent_advantages_mean_baseline_any_group_ids() -> None:
     rewards = torch.tensor([1.0, 1.0, 0.0, 1.0])
     groups = torch.tensor([5, 2, 5, 2])  # group 5: {1, 0} mean 0.5; group 2: {1, 1} mean 1
-    adv = LOSSES.get("mirror_descent").advantages(rewards, groups, AlgoConfig())
+    adv = LOSSES.get("mirror_descent").advantages(rewards, groups, AlgoConfig(advantage_scale="none"))
     assert adv.tolist() == [0.5, 0.0, -0.5, 0.0]
 
 
 def test_mirror_descent_advantages_logmeanexp_baseline() -> None:
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
     groups = torch.tensor([0, 0, 1, 1])
-    adv = LOSSES.get("mirror_descent").advantages(rewards, groups, AlgoConfig(tau=0.5, baseline="logmeanexp"))
+    adv = LOSSES.get("mirror_descent").advantages(rewards, groups, AlgoConfig(tau=0.5, baseline="logmeanexp",
+                                                                             advantage_scale="none"))
     b0 = 0.5 * math.log((math.exp(2.0) + math.exp(0.0)) / 2)  # 0.7168...
     assert close(adv[0], 1 - b0) and close(adv[1], -b0)
     assert close(adv[2], 0.0) and close(adv[3], 0.0)  # all-equal group: baseline = r
+
+
+def test_mirror_descent_advantages_scaled_by_group_std() -> None:
+    rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    groups = torch.tensor([0, 0, 1, 0, 0, 1])  # group 0: {1, 0, 0, 0} mean 0.25, std sqrt(0.75 / 3) = 0.5
+    cfg = AlgoConfig(advantage_scale="group_std")
+    adv = LOSSES.get("mirror_descent").advantages(rewards, groups, cfg)
+    scale = 0.5 + 1e-6
+    assert close(adv[0], 0.75 / scale) and close(adv[1], -0.25 / scale) and close(adv[3], -0.25 / scale)
+    assert adv[2] == 0.0 and adv[5] == 0.0  # all-equal group {1, 1}: 0, not NaN
+    # the same numbers as GRPO's advantages; with the logmeanexp baseline only the shift changes
+    assert torch.allclose(adv, LOSSES.get("grpo").advantages(rewards, groups, cfg))
+    lme = LOSSES.get("mirror_descent").advantages(rewards, groups, AlgoConfig(advantage_scale="group_std",
+                                                                             baseline="logmeanexp", tau=0.5))
+    b0 = 0.5 * math.log((math.exp(2.0) + 3.0) / 4)
+    assert close(lme[0], (1 - b0) / scale) and close(lme[1], -b0 / scale)
 
 
 def test_logmeanexp_is_stable_for_small_tau() -> None:
@@ -89,7 +106,7 @@ def test_mirror_descent_gradient_is_paper_eq3_on_toy_policy() -> None:
     y = torch.tensor([[0, 1], [2, 2], [1, 0], [0, 0]])  # [k, T] sampled tokens
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
     tau = 0.5
-    cfg = AlgoConfig(tau=tau)
+    cfg = AlgoConfig(tau=tau, advantage_scale="none")  # the paper's r_j - mean r
 
     def token_logp(logits: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(logits, dim=-1).gather(1, y.T).T  # [k, T]
@@ -116,7 +133,7 @@ def test_informative_rows_drop_groups_with_all_zero_advantages() -> None:
     # groups 7: all right, 3: mixed, 9: all wrong, 5: mixed (rows not contiguous)
     rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0])
     group = torch.tensor([7, 7, 3, 3, 9, 9, 5, 5])
-    cfg = AlgoConfig()
+    cfg = AlgoConfig(advantage_scale="none")
     adv = LOSSES.get("mirror_descent").advantages(rewards, group, cfg)  # [0, 0, .5, -.5, 0, 0, -.5, .5]
     assert informative_rows(adv, group).tolist() == [2, 3, 6, 7]
     # ReST's advantage is the 0/1 "keep" weight: an all-right group stays, an all-wrong one goes
