@@ -140,7 +140,8 @@ class MirrorDescentLoss:
     b = mean_j r_j (``baseline: mean``) or tau * log mean_j exp(r_j / tau) (``logmeanexp``).
     With ``advantage_scale: group_std`` (the default; not in the paper) r_j - b is divided by std(r) + 1e-6,
     the sample std of the group's rewards, as in GRPO: the paper's loss with each prompt's rewards in units of
-    their own spread (a group with one success in 8 gives it 0.875 / 0.354 = 2.47, not 0.875). The loss is the mean over the minibatch's samples. Terms: ``policy`` = mean(-adv * logp),
+    their own spread (a group with one success in 8 gives it 0.875 / 0.354 = 2.47, not 0.875).
+    The loss is the mean over the minibatch's samples. Terms: ``policy`` = mean(-adv * logp),
     ``kl`` = mean((tau / 2)(logp - logp_old)^2).
     """
 
