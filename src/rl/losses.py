@@ -41,8 +41,6 @@ class PolicyLoss(Protocol):
                  cfg: AlgoConfig) -> LossOutput: ...
 
 
-
-
 GROUP_STD_EPS = 1e-6
 """Added to a group's reward std before dividing by it (GRPO, ``advantage_scale: group_std``): an all-equal
 group gives 0, not NaN."""
@@ -54,6 +52,10 @@ class GroupStats(NamedTuple):
     mean: Tensor  # [N]
     std: Tensor  # [N] sample std (k - 1 in the denominator); 0 when k == 1
     count: Tensor  # [N] k, the group's size
+
+    def over_std(self, adv: Tensor, eps: float = GROUP_STD_EPS) -> Tensor:
+        """``adv / (std + eps)``: advantages in units of their group's reward spread (GRPO); [N] -> [N] float64."""
+        return adv.double() / (self.std + eps)
 
 
 def _dense_groups(rewards: Tensor, group_index: Tensor) -> tuple[Tensor, int]:
@@ -154,7 +156,7 @@ class MirrorDescentLoss:
         else:
             adv = rewards.double() - stats.mean  # [N]
         if cfg.advantage_scale == "group_std":
-            adv = adv / (stats.std + GROUP_STD_EPS)
+            adv = stats.over_std(adv)
         return adv.to(rewards.dtype)
 
     def __call__(self, token_logp: Tensor, token_logp_old: Tensor, mask: Tensor, adv: Tensor,
@@ -186,7 +188,7 @@ class GRPOLoss:
 
     def advantages(self, rewards: Tensor, group_index: Tensor, cfg: AlgoConfig) -> Tensor:
         stats = group_stats(rewards, group_index)
-        return ((rewards.double() - stats.mean) / (stats.std + self.eps)).to(rewards.dtype)  # [N]
+        return stats.over_std(rewards.double() - stats.mean, self.eps).to(rewards.dtype)  # [N]
 
     def __call__(self, token_logp: Tensor, token_logp_old: Tensor, mask: Tensor, adv: Tensor,
                  cfg: AlgoConfig) -> LossOutput:
