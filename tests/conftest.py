@@ -19,24 +19,27 @@ SANDBOX_FILES = ("sandbox/test_sandbox.py", "rewards/test_code_reward.py", "rewa
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """xdist's load balancing, test by test, but the tests of ``SANDBOX_FILES`` form one unit (one worker).
-    (Not ``--dist loadgroup``: its group suffix on node ids does not reach the scheduler under pytest 9.2.)"""
+    """xdist hands out whole test files, and ``SANDBOX_FILES`` as one unit, in the collection order: each worker
+    runs a subsequence of the serial run's order, each file's tests together and in their order (module-scoped
+    engines built once; no test sees a file that a serial run puts after it). Handing out single tests broke
+    tests/rollout/test_engines.py's vLLM log-prob checks once in three runs (another file's test ran between
+    them). Not ``--dist loadgroup``: under pytest 9.2 the group suffix xdist 3.8 writes into ``item._nodeid``
+    never reaches the node id, so its groups are ignored."""
     from xdist.scheduler import LoadScopeScheduling
 
     sandbox_files = {f"tests/{name}" for name in SANDBOX_FILES}
+    config.option.loadscopereorder = False  # the collection order, not the largest units first
 
-    class SandboxFilesTogether(LoadScopeScheduling):
+    class FilesAndSandboxTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "sandbox" if nodeid.split("::")[0] in sandbox_files else nodeid
+            path = nodeid.split("::")[0]
+            return "sandbox" if path in sandbox_files else path
 
-    return SandboxFilesTogether(config, log)
+    return FilesAndSandboxTogether(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: skipped with a reason on CPU machines (``make gpu-check`` runs them).
-    Under xdist the ``slow`` end-to-end tests are handed out first, so no worker starts one near the end."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: "slow" not in item.keywords)  # stable: the same order on every worker
+    """Tests marked ``gpu`` need CUDA: skipped with a reason on CPU machines (``make gpu-check`` runs them)."""
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run by make gpu-check on a GPU machine)")
