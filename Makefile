@@ -72,7 +72,8 @@ make-tests: $(STAMP)
 curate: $(STAMP)
 	$(BIN)/kimi-rl curate $(ARGS)
 
-# Tests run in TEST_WORKERS pytest-xdist processes (0: one process); sandbox tests share one (tests/conftest.py).
+# Tests run in TEST_WORKERS pytest-xdist processes (0: one process), whole files each in the serial order, the
+# sandbox files as one unit (tests/conftest.py).
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
