@@ -1,9 +1,10 @@
 """Policy losses by name (``algo.loss``): k1.5 mirror descent and the GRPO / RLOO / ReST baselines.
 
-Mirror descent departs from the paper's Eq. 3 by default in one place: its advantages are divided by the
-group's reward std (``algo.advantage_scale: group_std``; ``none`` is the paper's). It also offers a
-length-normalised logp (``algo.length_normalize``) and the exact ``tau log mean exp(r / tau)`` baseline beside
-the group mean (paper section 2.3.2).
+Mirror descent departs from the paper's Eq. 3 by default in two places: its advantages are divided by the
+group's reward std (``algo.advantage_scale: group_std``; ``none`` is the paper's), and a sample's logp is the
+mean, not the sum, of its token log-probs (``algo.length_normalize: true``, with tau 50 where the sum had 0.5;
+``false`` is the paper's). It also offers the exact ``tau log mean exp(r / tau)`` baseline beside the group
+mean (paper section 2.3.2).
 """
 from __future__ import annotations
 
@@ -140,6 +141,13 @@ class MirrorDescentLoss:
         loss_j = -(r_j - b) * logp_j + (tau / 2) * (logp_j - logp_old_j)^2
 
     b = mean_j r_j (``baseline: mean``) or tau * log mean_j exp(r_j / tau) (``logmeanexp``).
+    With ``length_normalize`` (the default; not in the paper) logp_j is the mean over the response's L_j tokens,
+    logp_j = S_j / L_j with S_j the sum, so
+
+        loss_j = (1 / L_j) * [-(r_j - b) * S_j + (tau / (2 L_j)) * (S_j - S_old_j)^2]
+
+    the paper's loss on the sum with tau / L_j for tau, each sample weighted by 1 / L_j (GRPO's per-sequence
+    normalisation); tau 50 gives tau / L ~ 0.5 for ~100-token answers.
     With ``advantage_scale: group_std`` (the default; not in the paper) r_j - b is divided by std(r) + 1e-6,
     the sample std of the group's rewards, as in GRPO: the paper's loss with each prompt's rewards in units of
     their own spread (a group with one success in 8 gives it 0.875 / 0.354 = 2.47, not 0.875).

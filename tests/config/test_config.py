@@ -21,6 +21,14 @@ def test_every_group_file_loads(path: Path):
     assert isinstance(cfg, Config)
 
 
+def test_mirror_descent_defaults_to_mean_logp_and_rest_keeps_the_sum():
+    """The default mirror descent averages token log-probs (tau 50 on that scale); ReST, a baseline measured on
+    summed log-probs, keeps the sum in conf/algo/rest.yaml."""
+    md, rest = load_config([]).algo, load_config(["algo=rest"]).algo
+    assert (md.loss, md.length_normalize, md.tau) == ("mirror_descent", True, 50.0)
+    assert (rest.loss, rest.length_normalize) == ("rest", False)
+
+
 def test_group_choice_and_key_override():
     cfg = load_config(["algo=grpo", "algo.clip_eps=0.3", "data.levels=[2,3]", "rollout.engine=hf"])
     assert (cfg.algo.loss, cfg.algo.clip_eps, cfg.data.levels, cfg.rollout.engine) == ("grpo", 0.3, [2, 3], "hf")

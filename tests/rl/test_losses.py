@@ -83,7 +83,7 @@ def test_logmeanexp_is_stable_for_small_tau() -> None:
 def test_mirror_descent_loss_sum() -> None:
     logp, old, mask = tensors()
     adv = torch.tensor([0.5, -0.5], dtype=torch.float64)
-    out = LOSSES.get("mirror_descent")(logp, old, mask, adv, AlgoConfig(tau=0.1))
+    out = LOSSES.get("mirror_descent")(logp, old, mask, adv, AlgoConfig(tau=0.1, length_normalize=False))
     # logp = [-3, -2], logp_old = [-2, -3]; policy = [1.5, -1.0]; kl = 0.05 * [1, 1]
     assert isinstance(out, LossOutput)
     assert close(out.terms["policy"], 0.25) and close(out.terms["kl"], 0.05) and close(out.loss, 0.30)
@@ -98,6 +98,26 @@ def test_mirror_descent_loss_length_normalized() -> None:
     assert close(out.terms["kl"], 0.05 * (0.25 + 1 / 9) / 2)
 
 
+def test_length_normalized_mirror_descent_is_the_sum_loss_at_tau_over_L_weighted_by_1_over_L() -> None:
+    """The default (mean log-prob, tau 50) per sample: (1 / L)[-A S + (tau / (2L)) (S - S_old)^2] with S the sum."""
+    logp, old, mask = tensors(requires_grad=True)
+    adv = torch.tensor([0.5, -0.5], dtype=torch.float64)
+    cfg = AlgoConfig()
+    assert cfg.length_normalize and cfg.tau == 50.0
+    out = LOSSES.get("mirror_descent")(logp, old, mask, adv, cfg)
+    # S = [-3, -2], S_old = [-2, -3], L = [2, 3]: sample 0: (1/2)[1.5 + (50/4) * 1] = 7; sample 1: (1/3)[-1 + (50/6) * 1]
+    per_sample = [0.5 * (1.5 + 12.5), (-1.0 + 50 / 6) / 3]
+    assert close(out.loss, sum(per_sample) / 2)
+    out.loss.backward()
+    # row by row, the gradient equals the summed-logp loss's at tau / L, scaled by 1 / L
+    for row, length in ((0, 2), (1, 3)):
+        lp, _, _ = tensors(requires_grad=True)
+        summed = LOSSES.get("mirror_descent")(lp[row:row + 1], old[row:row + 1], mask[row:row + 1], adv[row:row + 1],
+                                              AlgoConfig(tau=50.0 / length, length_normalize=False))
+        (summed.loss / length).backward()
+        assert torch.allclose(logp.grad[row] * 2, lp.grad[row], atol=1e-12)  # out.loss is the mean over 2 rows
+
+
 def test_mirror_descent_gradient_is_paper_eq3_on_toy_policy() -> None:
     """Toy policy: 2 positions x 3 tokens of free logits; 4 sampled sequences of one prompt."""
     torch.manual_seed(0)
@@ -106,7 +126,7 @@ def test_mirror_descent_gradient_is_paper_eq3_on_toy_policy() -> None:
     y = torch.tensor([[0, 1], [2, 2], [1, 0], [0, 0]])  # [k, T] sampled tokens
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
     tau = 0.5
-    cfg = AlgoConfig(tau=tau, advantage_scale="none")  # the paper's r_j - mean r
+    cfg = AlgoConfig(tau=tau, advantage_scale="none", length_normalize=False)  # the paper's r_j - mean r, sum logp
 
     def token_logp(logits: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(logits, dim=-1).gather(1, y.T).T  # [k, T]

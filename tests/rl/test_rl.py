@@ -125,7 +125,7 @@ def test_rl_raises_the_expected_reward(tiny_model_dir, tmp_path, first_digit_ver
 
     # an easy-to-hard curriculum that switches stage during the run (the reward ignores the level)
     cfg = rl_config(tiny_model_dir, tmp_path, rl={"iterations": 10, "checkpoint_every": 0, "sample_log_every": 0},
-                    algo={"lr": 1e-2, "tau": 0.05}, data={"sampler": "curriculum", "curriculum": [
+                    algo={"lr": 1e-2, "tau": 0.05, "length_normalize": False}, data={"sampler": "curriculum", "curriculum": [
                         CurriculumStage(iterations=5, levels=[1]), CurriculumStage(iterations=0, levels=[2])]})
     final, _ = run_rl(cfg, RunPaths(cfg.run.dir, cfg.run.name), task, tiny_model_dir)
     m = scalars(tmp_path / "rl" / "tb" / "rl")
