@@ -417,7 +417,8 @@ def test_humaneval_canonical_solutions_pass_and_the_three_hacks_fail(sandbox):
     problems = [p for p in load_humaneval() if p.uid in chosen]
     # wall time generous (each program takes well under a second alone): a loaded machine must not fail a right answer
     verify = CodeVerifier(sandbox, Limits(wall_s=60.0, cpu_s=10.0), workers=2)
-    assert verify([fence(p.answer) for p in problems], problems) == [1.0] * len(problems)
+    outcomes = verify.outcomes([fence(p.answer) for p in problems], problems)
+    assert [o.score for o in outcomes] == [1.0] * len(problems), [(p.uid, o) for p, o in zip(problems, outcomes)]
     hacks = [HARNESS_ATTACKS[name][1] for name in THE_THREE]
     for problem in problems:  # the same tricks, aimed at each entry point
         entry = problem.meta["code"].tests[0].rstrip().rsplit("check(", 1)[1].rstrip(")")
