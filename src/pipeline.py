@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kimi_rl.config import Config, ConfigError
@@ -168,7 +168,10 @@ def sft_key(cfg: Config, base: Path) -> str:
         data["trace_format"] = TRACE_FORMAT
     elif cfg.data.trace_format != "columns":  # keyed only when set: warm-ups cached before the key stay valid
         data["trace_format"] = cfg.data.trace_format
-    return config_hash(str(base.resolve()), data, cfg.sft, cfg.run.seed, cfg.model)
+    sft = asdict(cfg.sft)
+    if not sft["min_traces_per_level"]:  # keyed only when set: warm-ups cached before the key stay valid
+        del sft["min_traces_per_level"]
+    return config_hash(str(base.resolve()), data, sft, cfg.run.seed, cfg.model)
 
 
 def cached_warm_up(cfg: Config) -> Path | None:

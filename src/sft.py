@@ -45,6 +45,17 @@ def bucket_batches(lengths: Sequence[int], tokens_per_step: int, rng: random.Ran
     return batches
 
 
+def traces_per_problem(problems: Sequence[Problem], per_problem: int, min_per_level: int) -> list[int]:
+    """Traces per epoch of each problem: ``per_problem``, raised for a difficulty level whose n problems would
+    give fewer than ``min_per_level`` traces to ceil(min_per_level / n) (a problem's level: its ``difficulty``).
+
+    E.g. levels [1, 1, 2, 2, 2, 2], per_problem 1, min_per_level 4 -> [2, 2, 1, 1, 1, 1]."""
+    counts: dict = {}
+    for p in problems:
+        counts[p.difficulty] = counts.get(p.difficulty, 0) + 1
+    return [max(per_problem, math.ceil(min_per_level / counts[p.difficulty])) for p in problems]
+
+
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and ``loss_mask`` (1 on response tokens)."""
     width = max(len(p) + len(r) for p, r in examples)
@@ -74,8 +85,9 @@ class TraceStream(IterableDataset):
         """(prompt ids, trace ids + eos) pairs and the problem of each."""
         visual = self.data.source == "vision_arithmetic"
         questions, traces, owners = [], [], []
-        for p in self.problems:
-            for _ in range(self.sft.traces_per_problem):
+        repeats = traces_per_problem(self.problems, self.sft.traces_per_problem, self.sft.min_traces_per_level)
+        for p, k in zip(self.problems, repeats):
+            for _ in range(k):
                 questions.append(p.question)
                 owners.append(p)
                 traces.append(vision.make_trace(p, rng, self.data.max_rechecks, self.data.correction_prob) if visual

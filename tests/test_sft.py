@@ -1,4 +1,5 @@
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,7 +8,8 @@ from transformers import AutoModelForCausalLM
 from kimi_rl.config import ConfigError, DataConfig, SFTConfig, TrainerConfig
 from kimi_rl.models.modeling import check_model_folder, load_model, load_tokenizer
 from kimi_rl.pipeline import save_policy
-from kimi_rl.sft import SFTDataModule, SFTModule, bucket_batches, collate, response_nll, warmup_cosine
+from kimi_rl.sft import (SFTDataModule, SFTModule, TraceStream, bucket_batches, collate, response_nll,
+                         traces_per_problem, warmup_cosine)
 from kimi_rl.tasks.arithmetic import make_problems
 from kimi_rl.trainer_factory import build_trainer
 
@@ -18,6 +20,30 @@ def test_bucket_batches_respect_budget_and_cover_all():
     seen = sorted(i for b in batches for i in b)
     assert seen == list(range(500))
     assert all(len(b) * max(lengths[i] for i in b) <= 400 for b in batches)
+
+
+def test_a_small_level_repeats_its_problems_up_to_min_traces_per_level():
+    from kimi_rl.data.problem import Problem
+
+    problems = [Problem(uid=str(i), question="1+1=", answer="2", difficulty=d) for i, d in enumerate([1, 1, 2, 2, 2, 2])]
+    assert traces_per_problem(problems, 1, 0) == [1] * 6  # off
+    assert traces_per_problem(problems, 1, 4) == [2, 2, 1, 1, 1, 1]  # level 1: ceil(4 / 2) each
+    assert traces_per_problem(problems, 1, 5) == [3, 3, 2, 2, 2, 2]  # ceil(5 / 2), ceil(5 / 4)
+    assert traces_per_problem(problems, 3, 4) == [3] * 6  # never below traces_per_problem
+
+
+def test_the_trace_stream_draws_each_level_at_least_min_traces_per_level(tmp_path):
+    from kimi_rl.models.tokenizer import save_char_tokenizer
+
+    train, _ = make_problems([1, 2], 40, 0, seed=0)
+    train = [p for p in train if p.difficulty == 2] + [p for p in train if p.difficulty == 1][:10]  # 40 and 10
+    stream = TraceStream(train, save_char_tokenizer(tmp_path), DataConfig(), SFTConfig(min_traces_per_level=30), seed=0)
+    examples, owners = stream._examples(random.Random(0))
+    assert len(examples) == len(owners) == 70
+    assert sum(p.difficulty == 1 for p in owners) == 30 and sum(p.difficulty == 2 for p in owners) == 40
+    assert all(sum(o.uid == p.uid for o in owners) == 3 for p in train if p.difficulty == 1)  # ceil(30 / 10) each
+    default = TraceStream(train, save_char_tokenizer(tmp_path), DataConfig(), SFTConfig(), seed=0)
+    assert len(default._examples(random.Random(0))[0]) == 50  # off by default in the dataclass
 
 
 def test_collate_masks_response_only():
@@ -93,6 +119,16 @@ def test_sft_cache_key_ignores_rl_only_data_keys(tmp_path):
     assert sft_key(load_config(["data.sampler=prioritized", "data.priority_floor=0.2"]), tmp_path) == key
     assert sft_key(load_config(["data.levels=[1,2]"]), tmp_path) != key
     assert sft_key(load_config(["sft.max_steps=10"]), tmp_path) != key
+    assert sft_key(load_config(["sft.min_traces_per_level=400"]), tmp_path) != key
+
+
+def test_the_default_warm_up_keeps_the_cache_key_it_had_before_min_traces_per_level(tmp_path):
+    """Warm-ups cached before ``sft.min_traces_per_level`` existed stay valid while it is 0 (the key of the default
+    config, with the run folder and base model fixed, as computed before the key was added)."""
+    from kimi_rl.config.loader import load_config
+    from kimi_rl.pipeline import sft_key
+
+    assert sft_key(load_config([]), Path("/nonexistent/base")) == "67bcaeb90aae"  # a changed default changes it too
 
 
 def test_a_fresh_run_archives_earlier_events_and_a_resumed_one_appends(tmp_path):
