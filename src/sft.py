@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import Counter
 from typing import Iterator, Sequence
 
 import lightning as L
@@ -50,9 +51,7 @@ def traces_per_problem(problems: Sequence[Problem], per_problem: int, min_per_le
     give fewer than ``min_per_level`` traces to ceil(min_per_level / n) (a problem's level: its ``difficulty``).
 
     E.g. levels [1, 1, 2, 2, 2, 2], per_problem 1, min_per_level 4 -> [2, 2, 1, 1, 1, 1]."""
-    counts: dict = {}
-    for p in problems:
-        counts[p.difficulty] = counts.get(p.difficulty, 0) + 1
+    counts = Counter(p.difficulty for p in problems)
     return [max(per_problem, math.ceil(min_per_level / counts[p.difficulty])) for p in problems]
 
 

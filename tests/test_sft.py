@@ -128,7 +128,8 @@ def test_the_default_warm_up_keeps_the_cache_key_it_had_before_min_traces_per_le
     from kimi_rl.config.loader import load_config
     from kimi_rl.pipeline import sft_key
 
-    assert sft_key(load_config([]), Path("/nonexistent/base")) == "67bcaeb90aae"  # a changed default changes it too
+    assert sft_key(load_config([]), Path("/nonexistent/base")) == "67bcaeb90aae"  # a changed default changes it too:
+    # then update this value, knowing that warm-ups cached under the old key are retrained
 
 
 def test_a_fresh_run_archives_earlier_events_and_a_resumed_one_appends(tmp_path):
