@@ -160,6 +160,13 @@ SFT_DATA_FIELDS = ("source", "path", "question_field", "answer_field", "difficul
 """The data keys the SFT warm-up reads: changing the RL sampler or verifier reuses the cached warm-up."""
 
 
+def engine_logprobs_every(cfg: Config) -> int:
+    """Rollouts ask the engine for the sampled tokens' log-probs in iteration 0 and every this many after: every
+    iteration when the loss reads them (``algo.recompute_logp_old`` false), else ``rollout.engine_logprobs_every``
+    (they are a diagnostic only)."""
+    return cfg.rollout.engine_logprobs_every if cfg.algo.recompute_logp_old else 1
+
+
 def sft_key(cfg: Config, base: Path) -> str:
     data = {k: getattr(cfg.data, k) for k in SFT_DATA_FIELDS}
     if cfg.data.source == "vision_arithmetic":  # its traces changed once: warm-ups of the old ones are not reused
@@ -274,7 +281,8 @@ def run_rl(cfg: Config, paths: RunPaths, task: TaskData, init_dir: Path):
     if cfg.model.freeze_vision:
         freeze_vision_tower(policy)
     module = KimiRLModule(policy, cfg.algo)
-    worker = RolloutWorker(cfg.rollout, cfg.model, init_dir, verifier, cfg.run.seed, max_len, cfg.algo.repeat_penalty)
+    worker = RolloutWorker(cfg.rollout, cfg.model, init_dir, verifier, cfg.run.seed, max_len, cfg.algo.repeat_penalty,
+                           engine_logprobs_every(cfg))
     heldout_eval = HeldoutEval(worker, heldout, heldout_prompts, cfg.eval.samples, cfg.eval.temperature, eval_tokens,
                                cfg.rl.eval_every, eval_verifier, cfg.eval.balance_levels)
     callbacks = [  # one iteration: rollout (batch start) -> update (module) -> weight sync (batch end)

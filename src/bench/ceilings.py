@@ -84,27 +84,40 @@ def train_step_gflops(model_dir: Path, rows: int, seq_len: int, steps: int, dtyp
             "gflops": flops / step_s / 1e9}
 
 
-def engine_alone(engine, prompts: list[list[int]], k: int, max_tokens: int) -> tuple[int, float]:
-    """The engine alone generating ``k`` samples of each prompt (T=1) after a short warm-up: (tokens, seconds)."""
+def engine_alone(engine, prompts: list[list[int]], k: int, max_tokens: int, logprobs: bool = False) -> tuple[int, float]:
+    """The engine alone generating ``k`` samples of each prompt (T=1) after a short warm-up: (tokens, seconds).
+    Without the sampled tokens' log-probs by default, as RL rollouts run in most iterations
+    (``rollout.engine_logprobs_every``) and evaluation always."""
     engine.generate(prompts[:2], 8, n=1, temperature=1.0, top_p=1.0)  # warm-up
     t0 = time.perf_counter()
-    out = engine.generate(prompts, max_tokens, n=k, temperature=1.0, top_p=1.0)
+    out = engine.generate(prompts, max_tokens, n=k, temperature=1.0, top_p=1.0, logprobs=logprobs)
     return sum(len(g.token_ids) for samples in out for g in samples), time.perf_counter() - t0
 
 
 def rollout_ceiling(engine, prompts: list[list[int]], k: int, max_tokens: int, eos: list[int]) -> dict:
-    """Tokens/s of the engine alone (``n = k`` per prompt) and of the rollout buffer's path on the same batch."""
+    """Tokens/s of the engine alone (``n = k`` per prompt), the same with the sampled tokens' log-probs asked for
+    (what a rollout costs when the loss reads them: ``algo.recompute_logp_old`` false), and of the rollout buffer's
+    path on the same batch (without them). The two engine-alone runs start from the same sampling state, so they
+    sample the same tokens."""
     from kimi_rl.rollout.buffer import RolloutBuffer
     from kimi_rl.tasks.base import Problem
 
+    state = engine.sampling_state()
     alone_tokens, alone_s = engine_alone(engine, prompts, k, max_tokens)
+    engine.load_sampling_state(state)
+    lp_tokens, lp_s = engine_alone(engine, prompts, k, max_tokens, logprobs=True)
+    if lp_tokens != alone_tokens:
+        raise RuntimeError(f"rollout ceiling: {alone_tokens} tokens without log-probs but {lp_tokens} with them from the "
+                           "same sampling state: asking for log-probs changed the tokens sampled")
     buffer = RolloutBuffer()
     problems = [Problem(uid=str(i), question="", answer="") for i in range(len(prompts))]
     buffer.add_groups(problems, prompts, k, 0)
     t0 = time.perf_counter()
-    applied = buffer.generate(engine, 0, None, max_tokens, 1.0, 1.0, eos)
+    applied = buffer.generate(engine, 0, None, max_tokens, 1.0, 1.0, eos, logprobs=False)
     buffer_s = time.perf_counter() - t0
     return {"prompts": len(prompts), "k": k, "alone_tokens_per_s": alone_tokens / alone_s,
+            "alone_logprobs_tokens_per_s": lp_tokens / lp_s,
+            "logprobs_share_of_alone": (lp_tokens / lp_s) / (alone_tokens / alone_s),
             "buffer_tokens_per_s": applied.new_tokens / buffer_s,
             "buffer_share_of_alone": (applied.new_tokens / buffer_s) / (alone_tokens / alone_s)}
 
@@ -300,9 +313,10 @@ def format_ceilings(r: dict) -> str:
                      f"{t['tokens_per_s']:.0f} tokens/s, {t['gflops']:.1f} GFLOP/s = "
                      f"{100 * t.get('share_of_peak', t['share_of_fp32_peak']):.1f}% of the {t.get('dtype', 'float32')} peak")
     ro = r["rollout"]
-    lines.append(f"rollout ({ro['prompts']} prompts x {ro['k']}): engine alone {ro['alone_tokens_per_s']:.0f} tokens/s, "
-                 f"the buffer's path {ro['buffer_tokens_per_s']:.0f} tokens/s = {100 * ro['buffer_share_of_alone']:.0f}% "
-                 "of the engine alone")
+    lines.append(f"rollout ({ro['prompts']} prompts x {ro['k']}): engine alone {ro['alone_tokens_per_s']:.0f} tokens/s "
+                 f"({ro['alone_logprobs_tokens_per_s']:.0f} = {100 * ro['logprobs_share_of_alone']:.0f}% with the sampled "
+                 f"tokens' log-probs), the buffer's path {ro['buffer_tokens_per_s']:.0f} tokens/s = "
+                 f"{100 * ro['buffer_share_of_alone']:.0f}% of the engine alone")
     it = r["iteration"]
     lines.append(f"RL iteration ({it['iterations_measured']} measured): {it['iteration_s']:.2f} s; rollout "
                  f"{it['rollout_tokens_per_s']:.0f} tokens/s, training {it['train_tokens_per_s']:.0f} tokens/s; "

@@ -287,9 +287,17 @@ class RolloutConfig:
     sleep_level: int = 1
     """vLLM sleep level on GPU: 1 (weights to host memory, KV cache freed) | 2 (weights discarded too; the
     weight sync after each update restores them: least memory, one more full weight copy per iteration)."""
+    engine_logprobs_every: int = 10
+    """With ``algo.recompute_logp_old`` (the default) the engine's sampling-time log-probs are a diagnostic only
+    (``train/engine_logp_error_*``, ``train/stale_logp_shift_mean``): rollouts ask for them in iteration 0 and
+    every this many iterations after (the diagnostics are logged then); in the others they are not computed (NaN).
+    1: every iteration. With ``recompute_logp_old`` false the loss reads them, so every iteration asks whatever
+    this says. vLLM's log-prob work is ~8-13% of a rollout with the tiny model on CPU (README, "What `make train`
+    does"); the tokens sampled, and so training, are the same for any value."""
 
     def __post_init__(self) -> None:
         _finite(self, "rollout")
+        _check(self.engine_logprobs_every >= 1, "rollout.engine_logprobs_every", "must be >= 1")
         _one_of(self.engine, "rollout.engine", tuple(ENGINES.names()))
         _one_of(self.weight_sync, "rollout.weight_sync", ("inplace", "rebuild"))
         _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")

@@ -227,7 +227,7 @@ class RewardModelVerifier:
         out = []
         for start in range(0, len(prompts), self.batch_size):
             gens = self._engine.generate(prompts[start : start + self.batch_size], self.max_tokens, 1,
-                                         self.temperature, 1.0)
+                                         self.temperature, 1.0, logprobs=False)
             for g in gens:
                 verdict = parse_verdict(self.tokenizer.decode(g[0].token_ids, skip_special_tokens=True))
                 self.counts.unparseable += verdict is None

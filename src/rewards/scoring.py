@@ -100,7 +100,8 @@ def sample_and_score(engine, tokenizer, problems: Sequence[Problem], prompts: li
     The one sample -> decode -> verify path of held-out evaluation, ``kimi-rl eval``, ``difficulty``, ``curate``
     and long2short's rejection sampling; RL rollouts go through the partial-rollout buffer, then ``score_groups``.
     """
-    gens = engine.generate(prompts, max_tokens, samples, temperature, top_p, **image_kwargs(problems))
+    gens = engine.generate(prompts, max_tokens, samples, temperature, top_p, **image_kwargs(problems),
+                           logprobs=False)  # nothing here reads them
     texts = [[decode(tokenizer, g.token_ids) for g in gs] for gs in gens]
     flat = verifier([t for ts in texts for t in ts], [p for p, ts in zip(problems, texts) for _ in ts])
     out, pos = [], 0

@@ -198,7 +198,8 @@ class KimiRLModule(L.LightningModule):
 
         ``algo.recompute_logp_old``: every trained token's reference comes from this policy's own forward pass;
         the engine's sampling-time log-probs of the tokens sampled in this iteration are compared with them
-        (``train/engine_logp_error_absmax``/``_mean``): a diagnostic of the engine, not an input of the loss.
+        (``train/engine_logp_error_absmax``/``_mean``, in the iterations whose rollouts recorded them:
+        ``rollout.engine_logprobs_every``): a diagnostic of the engine, not an input of the loss.
         Off: the engine's log-probs stand for the tokens sampled in this iteration (same policy), and only the
         rows holding older partial-rollout segments are recomputed, so the tau term never anchors to an older
         policy (``train/stale_logp_shift_mean``: how far those tokens' log-probs moved since sampling).
@@ -226,24 +227,24 @@ class KimiRLModule(L.LightningModule):
             ref[chunks[i], : logp.shape[1]] = (logp * mb.loss_mask).cpu()
         if train is None or not len(train):
             return train
+        recorded = torch.isfinite(train.logp_old)  # [N, L]; NaN: the engine was not asked (rollout.engine_logprobs_every)
+        fresh = train.loss_mask & (train.versions == self.iteration)  # [N, L]
         if not self.algo.recompute_logp_old:  # the first minibatch's forward measures the engine (_update)
+            if not recorded[fresh].all():
+                raise ValueError("algo.recompute_logp_old is false but some tokens sampled in this iteration have no "
+                                 "engine log-prob (the rollout worker must ask for every one: logprobs_every 1)")
             if not stale.any():
                 return train
-            metrics["train/stale_logp_shift_mean"] = float((ref - train.logp_old).abs()[stale].mean())
+            if (stale & recorded).any():
+                metrics["train/stale_logp_shift_mean"] = float((ref - train.logp_old).abs()[stale & recorded].mean())
             return dataclasses.replace(train, logp_old=torch.where(stale, ref, train.logp_old))
-        metrics["train/engine_logp_error_absmax"] = self._engine_error(train, ref)
-        fresh = train.loss_mask & (train.versions == self.iteration)  # [N, L]
-        if fresh.any():
-            metrics["train/engine_logp_error_mean"] = float((ref - train.logp_old).abs()[fresh].mean())
-        if stale.any():
-            metrics["train/stale_logp_shift_mean"] = float((ref - train.logp_old).abs()[stale].mean())
+        if (fresh & recorded).any():  # iterations whose rollouts asked the engine (rollout.engine_logprobs_every)
+            gap = (ref - train.logp_old).abs()[fresh & recorded]
+            metrics["train/engine_logp_error_absmax"] = float(gap.max())
+            metrics["train/engine_logp_error_mean"] = float(gap.mean())
+        if (stale & recorded).any():
+            metrics["train/stale_logp_shift_mean"] = float((ref - train.logp_old).abs()[stale & recorded].mean())
         return dataclasses.replace(train, logp_old=ref)
-
-    def _engine_error(self, train: RolloutBatch, logp: torch.Tensor) -> float:
-        """Largest |engine log-prob - trainer log-prob| over the tokens sampled in this iteration."""
-        fresh = train.loss_mask & (train.versions == self.iteration)  # [N, L]
-        err = (logp - train.logp_old).abs()[fresh]
-        return float(err.max()) if err.numel() else 0.0
 
     def _empty_step(self) -> None:
         """A zero-gradient step for a rank with no minibatch left, so collectives stay matched."""

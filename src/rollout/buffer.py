@@ -173,14 +173,17 @@ class RolloutBuffer:
 
     def generate(self, engine: Engine, iteration: int, segment_tokens: Optional[int], max_response_tokens: int,
                  temperature: float, top_p: float, eos_ids: Collection[int],
-                 repeat: Optional[RepeatDetector] = None) -> ApplyResult:
-        """One segment for every pending trajectory: ``requests`` -> ``engine.generate(n=1)`` -> ``apply``."""
+                 repeat: Optional[RepeatDetector] = None, logprobs: bool = True) -> ApplyResult:
+        """One segment for every pending trajectory: ``requests`` -> ``engine.generate(n=1)`` -> ``apply``.
+
+        ``logprobs`` False: the engine is not asked for the sampled tokens' log-probs (they are kept as NaN)."""
         reqs = self.requests(segment_tokens, max_response_tokens)
         if not reqs:
             return ApplyResult(new_tokens=0, finished={reason: 0 for reason in FINISH_REASONS})
         problems = [self._groups[r.trajectory.group_id].problem for r in reqs]
         outputs = engine.generate([r.prompt_ids for r in reqs], [r.max_new_tokens for r in reqs], n=1,
-                                  temperature=temperature, top_p=top_p, **image_kwargs(problems))
+                                  temperature=temperature, top_p=top_p, **image_kwargs(problems),
+                                  logprobs=logprobs)
         return self.apply(reqs, [samples[0] for samples in outputs], iteration, eos_ids, repeat)
 
     def pop_finished_groups(self) -> list[Group]:

@@ -18,7 +18,8 @@ class Generation:
     token_ids: list[int]
     """New tokens only (never the prompt)."""
     logprobs: list[float]
-    """Log-prob of each sampled token under the engine's weights at sampling time."""
+    """Log-prob of each sampled token under the engine's weights at sampling time; NaN for every token when the
+    call did not ask for them (``Engine.generate(logprobs=False)``)."""
     finish_reason: str
     """stop (eos) | length (the call's token budget ran out)."""
 
@@ -28,11 +29,12 @@ class Engine(Protocol):
 
     def generate(
         self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int, temperature: float, top_p: float,
-        images: list[list] | None = None,
+        images: list[list] | None = None, logprobs: bool = True,
     ) -> list[list[Generation]]:
         """``n`` samples for each prompt (token ids); result[i][j] is sample j of prompt i.
 
-        ``max_new_tokens`` may give one budget per prompt. ``images[i]`` (a vision-language model): the PIL images
+        ``max_new_tokens`` may give one budget per prompt. ``logprobs`` False lets the engine skip the sampled tokens' log-probs (NaN in ``Generation.logprobs``); the tokens sampled are
+        the same either way. ``images[i]`` (a vision-language model): the PIL images
         of prompt i's expanded ``<image>`` blocks, in order (``kimi_rl.models.vision``)."""
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:

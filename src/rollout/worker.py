@@ -58,8 +58,12 @@ class RolloutWorker:
     """Owns the colocated engine and everything a rollout needs; ``open`` it before use, ``close`` after."""
 
     def __init__(self, cfg: RolloutConfig, model_cfg: ModelConfig, model_dir: Path, verifier, seed: int,
-                 max_model_len: int, repeat_penalty: float = 0.0) -> None:
+                 max_model_len: int, repeat_penalty: float = 0.0, logprobs_every: int = 1) -> None:
         self.cfg, self.model_cfg, self.model_dir = cfg, model_cfg, Path(model_dir)
+        self.logprobs_every = logprobs_every
+        """The engine's sampling-time log-probs are asked for in iteration 0 and every this many after: 1 (every
+        iteration) when the loss reads them (``algo.recompute_logp_old`` false), else
+        ``rollout.engine_logprobs_every`` (``kimi_rl.pipeline.engine_logprobs_every``)."""
         self.verifier, self.seed, self.max_model_len, self.repeat_penalty = verifier, seed, max_model_len, repeat_penalty
         self.buffer = RolloutBuffer()
         self.repeat = RepeatDetector(cfg.repeat_ngram, cfg.repeat_count, cfg.repeat_window) \
@@ -104,7 +108,8 @@ class RolloutWorker:
         self.buffer.add_groups(problems, source.prompt_ids(problems), cfg.samples_per_prompt, iteration)
         self.engine.wake_up()
         applied = self.buffer.generate(self.engine, iteration, settings.segment_tokens, settings.max_response_tokens,
-                                       cfg.temperature, cfg.top_p, self.eos_ids, self.repeat)
+                                       cfg.temperature, cfg.top_p, self.eos_ids, self.repeat,
+                                       logprobs=iteration % self.logprobs_every == 0)
         self.engine.sleep()
         t_gen = time.perf_counter() - t0
         groups = self.buffer.pop_finished_groups()

@@ -41,6 +41,7 @@ def test_a_small_bench_prints_both_tables(capsys, tmp_path):
     assert ceilings["cpu"]["cores"] >= 1 and ceilings["matmul_peak_gflops"]["float32"] > 0
     assert ceilings["model"].startswith("tiny base model")  # no warm-up in this run.dir's cache
     assert ceilings["rollout"]["alone_tokens_per_s"] > 0 and ceilings["rollout"]["buffer_tokens_per_s"] > 0
+    assert ceilings["rollout"]["alone_logprobs_tokens_per_s"] > 0 and "with the sampled tokens' log-probs" in out
     it = ceilings["iteration"]
     assert it["iterations_measured"] == 1 and it["iteration_s"] > 0
     assert set(it["stages_s"]) == {"rollout", "scoring", "reference logp", "weight sync", "update",

@@ -123,7 +123,7 @@ class _Scripted:
     def __init__(self, responses):
         self.responses, self.calls = responses, []
 
-    def generate(self, prompts, max_new_tokens, n, temperature, top_p):
+    def generate(self, prompts, max_new_tokens, n, temperature, top_p, logprobs=True):
         start = sum(self.calls)
         self.calls.append(len(prompts))
         return [[Generation([ord(c) for c in t], [0.0] * len(t), "stop") for t in r]

@@ -63,7 +63,7 @@ class _Scripted:
     def __init__(self, responses):
         self.responses = responses
 
-    def generate(self, prompts, max_new_tokens, n, temperature, top_p):
+    def generate(self, prompts, max_new_tokens, n, temperature, top_p, logprobs=True):
         assert len(prompts) == len(self.responses) and all(len(r) == n for r in self.responses)
         return [[Generation([ord(c) for c in t], [0.0] * len(t), "stop") for t in r] for r in self.responses]
 
@@ -87,7 +87,7 @@ class _ByPrompt:
     def __init__(self, responses):
         self.responses, self.calls = responses, []
 
-    def generate(self, prompts, max_new_tokens, n, temperature, top_p):
+    def generate(self, prompts, max_new_tokens, n, temperature, top_p, logprobs=True):
         self.calls.append(n)
         assert all(len(self.responses[p[0]]) == n for p in prompts)
         return [[Generation([ord(c) for c in t], [0.0] * len(t), "stop") for t in self.responses[p[0]]]
@@ -145,8 +145,8 @@ def test_sample_and_score_keeps_each_problems_samples_together():
         return [float(t == p.answer) for t, p in zip(texts, problems)]
 
     class Cut(_Scripted):
-        def generate(self, *a):
-            gens = super().generate(*a)
+        def generate(self, *a, **kw):
+            gens = super().generate(*a, **kw)
             gens[1][0].finish_reason = "length"
             return gens
 
@@ -268,7 +268,7 @@ def test_cli_eval_exact_numbers_through_the_files(tmp_path, tiny_model_dir, monk
         def close(self):
             pass
 
-        def generate(self, prompts, max_new_tokens, n, temperature, top_p):
+        def generate(self, prompts, max_new_tokens, n, temperature, top_p, logprobs=True):
             assert len(prompts) == 4 and n == 3
             return [[Generation(x, [0.0] * len(x), "stop") for x in xs] for xs in ids]
 

