@@ -12,7 +12,8 @@ import torch
 
 # Files whose tests run programs in the code sandbox as its slot users (uid_base + slot, as root): under
 # `make test`'s pytest-xdist workers one worker runs them all, one at a time, so no two of them run programs as
-# the same user at once (a run kills its user's leftovers; test_sandbox asserts the users own none after).
+# the same user at once (a run kills its user's leftovers). test_sandbox, which asserts its users own no process
+# after a run, has users of its own: the others' runs leave zombies that the host's init reaps in its own time.
 SANDBOX_FILES = ("sandbox/test_sandbox.py", "rewards/test_code_reward.py", "rewards/test_hostile_code.py",
                  "tasks/test_make_tests.py", "tasks/test_code_tasks.py", "bench/test_bench.py", "eval/test_evaluate.py")
 

@@ -12,17 +12,23 @@ import time
 import pytest
 
 from kimi_rl.sandbox import SANDBOXES, Limits, SandboxUnavailable, WeakSandbox, make_sandbox, parallel_map
-from kimi_rl.sandbox.process import DEFAULT_UID_BASE, remove_tree, tasks_of_uid, tool
+from kimi_rl.sandbox.process import pids_of_uid, remove_tree, tasks_of_uid, tool
 
 TIGHT = Limits(wall_s=2.0, cpu_s=1.0, memory_mb=128, processes=8, file_size_mb=1, open_files=32,
                output_bytes=64 << 10, disk_mb=8)
 ROOT = os.geteuid() == 0
+UID_BASE = 66000 + 8 * (os.getpid() % 400)
+"""Sandbox users of this file's own (tests/tasks/test_make_tests.py takes 62000-65199): the leftover checks below
+count only this file's runs, not what the other sandbox files' runs left behind as the default users (61000+)."""
+REAP_GRACE_S = 10.0
+"""How long a dead process of a run may wait for the host's init to reap it (a zombie still counts in the slot
+user's process limit; an init that reaps in batches was seen to keep one ~0.2 s)."""
 
 
 @pytest.fixture(scope="module", params=["bwrap", "rlimit"])
 def sandbox(request):
     try:
-        return make_sandbox(request.param)
+        return make_sandbox(request.param, uid_base=UID_BASE)
     except SandboxUnavailable as err:
         pytest.skip(f"sandbox backend '{request.param}' unavailable here: {err}")
 
@@ -32,9 +38,31 @@ def run_py(sandbox, code: str, stdin: bytes = b"", limits: Limits = TIGHT):
 
 
 def assert_no_leftovers():
-    """Slot users own no process after a run (root only: otherwise programs run as the caller)."""
-    if ROOT:
-        assert [tasks_of_uid(DEFAULT_UID_BASE + s) for s in range(2)] == [0, 0]
+    """Slot users own no process after a run (root only: otherwise programs run as the caller): none alive at once,
+    and no zombie either once the host's init had ``REAP_GRACE_S`` to reap what the run left it (the rlimit backend
+    without namespaces kills a program's stragglers, whose parent is gone: init reaps them in its own time)."""
+    if not ROOT:
+        return
+    uids = [UID_BASE + slot for slot in range(2)]
+    assert [pids_of_uid(uid, alive=True) for uid in uids] == [[], []], describe(uids)
+    deadline = time.monotonic() + REAP_GRACE_S
+    while any(tasks_of_uid(uid) for uid in uids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [tasks_of_uid(uid) for uid in uids] == [0, 0], describe(uids)
+
+
+def describe(uids: list[int]) -> str:
+    """Each process of ``uids``: pid, name, state and parent (a zombie whose parent is 1 waits for the host's init)."""
+    lines = []
+    for uid in uids:
+        for pid in pids_of_uid(uid):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+            except OSError:
+                continue
+            lines.append(f"uid {uid} pid {pid} {fields.get('Name')} {fields.get('State')} ppid {fields.get('PPid')}")
+    return "; ".join(lines) or "none now"
 
 
 def test_limits_reject_non_positive_values():
@@ -133,7 +161,7 @@ def test_output_is_capped(sandbox):
 
 def test_host_files_hidden_by_bwrap():
     try:
-        sandbox = make_sandbox("bwrap")
+        sandbox = make_sandbox("bwrap", uid_base=UID_BASE)
     except SandboxUnavailable as err:
         pytest.skip(f"bwrap unavailable here: {err}")
     here = os.path.abspath(__file__)
@@ -145,7 +173,7 @@ def test_host_files_hidden_by_bwrap():
 
 def test_rlimit_reports_its_weaker_isolation():
     try:
-        sandbox = make_sandbox("rlimit")
+        sandbox = make_sandbox("rlimit", uid_base=UID_BASE)
     except SandboxUnavailable as err:
         pytest.skip(f"rlimit unavailable here: {err}")
     iso = sandbox.isolation
@@ -163,7 +191,7 @@ def test_auto_falls_back_to_rlimit_with_a_warning(caplog):
     SANDBOXES.register("bwrap", NoBwrap)
     try:
         with caplog.at_level(logging.WARNING, logger="kimi_rl.sandbox"):
-            sandbox = make_sandbox("auto")
+            sandbox = make_sandbox("auto", uid_base=UID_BASE)
     except SandboxUnavailable as err:
         pytest.skip(f"rlimit unavailable here: {err}")
     finally:
@@ -207,18 +235,18 @@ def test_parallel_map_keeps_order_and_never_shares_a_slot():
 
 def test_allow_weak_false_refuses_a_sandbox_that_does_not_contain_programs():
     try:
-        make_sandbox("rlimit")
+        make_sandbox("rlimit", uid_base=UID_BASE)
     except SandboxUnavailable as err:
         pytest.skip(f"rlimit unavailable here: {err}")
     with pytest.raises(WeakSandbox, match="backend=rlimit does not contain programs") as info:
-        make_sandbox("rlimit", allow_weak=False)
+        make_sandbox("rlimit", uid_base=UID_BASE, allow_weak=False)
     assert isinstance(info.value, ValueError) and isinstance(info.value, SandboxUnavailable)
 
 
 def test_weak_sandbox_logs_what_it_does_not_isolate(caplog):
     with caplog.at_level(logging.WARNING, logger="kimi_rl.sandbox"):
         try:
-            sandbox = make_sandbox("rlimit")
+            sandbox = make_sandbox("rlimit", uid_base=UID_BASE)
         except SandboxUnavailable as err:
             pytest.skip(f"rlimit unavailable here: {err}")
     assert "sandbox rlimit does NOT contain programs" in caplog.text
