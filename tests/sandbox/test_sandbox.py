@@ -22,7 +22,7 @@ UID_BASE = 66000 + 8 * (os.getpid() % 400)
 count only this file's runs, not what the other sandbox files' runs left behind as the default users (61000+)."""
 REAP_GRACE_S = 10.0
 """How long a dead process of a run may wait for the host's init to reap it (a zombie still counts in the slot
-user's process limit; an init that reaps in batches was seen to keep one ~0.2 s)."""
+user's process limit; an init that reaps on a tick was seen to keep one ~1.8 s)."""
 
 
 @pytest.fixture(scope="module", params=["bwrap", "rlimit"])
